@@ -1,0 +1,24 @@
+//! RepGhostNet in burn: the model family of *RepGhost: A Hardware-Efficient Ghost Module via
+//! Re-parameterization* (Chen et al., arXiv 2211.06088), its GhostNet baseline, exact
+//! re-parameterization, and import of official and timm checkpoints.
+
+pub mod bottleneck;
+pub mod config;
+pub mod count;
+pub mod error;
+pub mod ghost_module;
+pub mod ghostnet;
+pub mod layers;
+pub mod net;
+pub mod reparam;
+pub mod variants;
+
+pub use config::{Activation, Arch, NetConfig};
+pub use error::{Error, Result};
+pub use net::{GhostNet, Net, RepGhostNet};
+pub mod fsutil;
+pub mod model;
+pub mod npy;
+pub mod weights;
+
+pub use model::Model;

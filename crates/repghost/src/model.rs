@@ -1,0 +1,104 @@
+//! [`Model`]: either network kind behind one type, for code that loads weights by name.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor};
+use burn::tensor::{Device, Tensor};
+
+use crate::config::{Arch, NetConfig};
+use crate::count::Counts;
+use crate::net::{GhostNet, RepGhostNet};
+use crate::weights::Form;
+
+#[derive(Debug, Clone)]
+pub enum Model {
+    RepGhost(RepGhostNet),
+    Ghost(GhostNet),
+}
+
+macro_rules! each {
+    ($self:expr, $m:ident => $e:expr) => {
+        match $self {
+            Model::RepGhost($m) => $e,
+            Model::Ghost($m) => $e,
+        }
+    };
+}
+
+macro_rules! each_into {
+    ($self:expr, $m:ident => $e:expr) => {
+        match $self {
+            Model::RepGhost($m) => Model::RepGhost($e),
+            Model::Ghost($m) => Model::Ghost($e),
+        }
+    };
+}
+
+impl Model {
+    /// A randomly initialised model in train form.
+    pub fn new(cfg: &NetConfig, device: &Device) -> Self {
+        match cfg.arch {
+            Arch::RepGhost => Model::RepGhost(RepGhostNet::new(cfg, device)),
+            Arch::Ghost => Model::Ghost(GhostNet::new(cfg, device)),
+        }
+    }
+
+    /// A model whose structure is that of `form` (weights random), ready to receive a
+    /// state dict of that form.
+    pub fn with_form(cfg: &NetConfig, form: Form, device: &Device) -> Self {
+        let m = Self::new(cfg, device);
+        match form {
+            Form::Train => m,
+            Form::Fused => m.fuse_branches(),
+            Form::Deploy => m.reparameterize(),
+        }
+    }
+
+    pub fn config(&self) -> &NetConfig {
+        each!(self, m => &m.config)
+    }
+
+    /// `[N, in_chans, H, W]` → logits `[N, num_classes]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        each!(self, m => m.forward(x))
+    }
+
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
+        each!(self, m => m.forward_features(x))
+    }
+
+    pub fn forward_pyramid(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        each!(self, m => m.forward_pyramid(x))
+    }
+
+    pub fn feature_info(&self) -> Vec<(usize, usize)> {
+        each!(self, m => m.feature_info())
+    }
+
+    pub fn reparameterize(self) -> Self {
+        each_into!(self, m => m.reparameterize())
+    }
+
+    pub fn fuse_branches(self) -> Self {
+        each_into!(self, m => m.fuse_branches())
+    }
+
+    pub fn count(&self, hw: [usize; 2]) -> Counts {
+        each!(self, m => m.count(hw))
+    }
+
+    /// The inference module (BatchNorm on running statistics, no dropout).
+    pub fn valid(&self) -> Self {
+        each_into!(self, m => m.valid())
+    }
+
+    pub fn visit<V: ModuleVisitor>(&self, v: &mut V) {
+        each!(self, m => m.visit(v))
+    }
+
+    pub fn map<M: ModuleMapper>(self, mapper: &mut M) -> Self {
+        each_into!(self, m => m.map(mapper))
+    }
+
+    pub fn to_device(self, device: &Device) -> Self {
+        each_into!(self, m => m.to_device(device))
+    }
+}

@@ -1,0 +1,143 @@
+//! Re-parameterization arithmetic (paper §3.3): pure functions on host data, and the one
+//! place where a burn `Conv2d` + `BatchNorm` pair becomes a single conv with bias.
+//!
+//! Mirrors `_fuse_bn_tensor` and `_pad_1x1_to_3x3_tensor` of the reference `RepGhostModule`,
+//! extended to every conv-BN pair in the net (the reference folds only the cheap branch).
+
+use burn::module::Param;
+use burn::nn::conv::Conv2d;
+use burn::nn::BatchNorm;
+use burn::tensor::{Tensor, TensorData};
+
+/// BatchNorm statistics and affine parameters in inference form.
+#[derive(Clone, Debug)]
+pub struct BnParams {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    pub eps: f64,
+}
+
+impl BnParams {
+    pub fn from_module(bn: &BatchNorm) -> Self {
+        BnParams {
+            gamma: host(&bn.gamma.val()),
+            beta: host(&bn.beta.val()),
+            mean: host(&bn.running_mean.value()),
+            var: host(&bn.running_var.value()),
+            eps: bn.epsilon,
+        }
+    }
+
+    /// Per-channel scale `gamma / sqrt(var + eps)` and shift `beta - mean * scale`.
+    pub fn scale_shift(&self) -> (Vec<f64>, Vec<f64>) {
+        let scale: Vec<f64> = self
+            .gamma
+            .iter()
+            .zip(&self.var)
+            .map(|(&g, &v)| g as f64 / (v as f64 + self.eps).sqrt())
+            .collect();
+        let shift = self
+            .beta
+            .iter()
+            .zip(&self.mean)
+            .zip(&scale)
+            .map(|((&b, &m), &s)| b as f64 - m as f64 * s)
+            .collect();
+        (scale, shift)
+    }
+}
+
+/// Folds `bn(conv(x) + bias)` into one conv: `W' = W * s`, `b' = (b - mean) * s + beta`.
+/// `weight` is `[out, in/groups, kh, kw]` flattened; returns the new weight and bias in f64
+/// so that several branches can be summed before rounding.
+pub fn fold_bn(weight: &[f32], out_ch: usize, bias: Option<&[f32]>, bn: &BnParams) -> (Vec<f64>, Vec<f64>) {
+    let per = weight.len() / out_ch;
+    let (scale, shift) = bn.scale_shift();
+    let w = weight
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| v as f64 * scale[i / per])
+        .collect();
+    let b = (0..out_ch)
+        .map(|o| shift[o] + bias.map_or(0.0, |b| b[o] as f64) * scale[o])
+        .collect();
+    (w, b)
+}
+
+/// The depthwise `k×k` kernel of the identity map: 1 at the centre of each channel's kernel
+/// (the reference builds a 1×1 identity and pads it to 3×3).
+pub fn identity_dw_kernel(channels: usize, k: usize) -> Vec<f32> {
+    let mut w = vec![0.0; channels * k * k];
+    for c in 0..channels {
+        w[c * k * k + (k / 2) * k + k / 2] = 1.0;
+    }
+    w
+}
+
+pub(crate) fn host<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.to_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("float tensor converts to f32")
+}
+
+/// A copy of `conv` with the given weight and bias (same geometry).
+pub(crate) fn conv_with(conv: &Conv2d, weight: Vec<f32>, bias: Vec<f32>) -> Conv2d {
+    let device = conv.weight.device();
+    let shape = conv.weight.dims();
+    let out = shape[0];
+    Conv2d {
+        weight: Param::from_data(TensorData::new(weight, shape), &device),
+        bias: Some(Param::from_data(TensorData::new(bias, [out]), &device)),
+        stride: conv.stride,
+        kernel_size: conv.kernel_size,
+        dilation: conv.dilation,
+        groups: conv.groups,
+        padding: conv.padding.clone(),
+    }
+}
+
+/// `bn(conv(x))` → one conv with bias. Without a BN the conv is returned unchanged.
+pub fn fold_conv_bn(conv: Conv2d, bn: Option<BatchNorm>) -> Conv2d {
+    let Some(bn) = bn else { return conv };
+    let w = host(&conv.weight.val());
+    let b = conv.bias.as_ref().map(|b| host(&b.val()));
+    let (w, b) = fold_bn(&w, conv.weight.dims()[0], b.as_deref(), &BnParams::from_module(&bn));
+    conv_with(&conv, to_f32(&w), to_f32(&b))
+}
+
+pub(crate) fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_bn_applies_scale_and_shift() {
+        let bn = BnParams {
+            gamma: vec![2.0, 0.5],
+            beta: vec![1.0, -1.0],
+            mean: vec![0.5, 2.0],
+            var: vec![4.0 - 1e-5, 1.0 - 1e-5],
+            eps: 1e-5,
+        };
+        // two output channels of a 1-input 1x1 conv
+        let (w, b) = fold_bn(&[3.0, 5.0], 2, Some(&[1.0, 0.0]), &bn);
+        assert!((w[0] - 3.0).abs() < 1e-9); // 3 * 2/2
+        assert!((w[1] - 2.5).abs() < 1e-9); // 5 * 0.5/1
+        assert!((b[0] - (1.0 + (1.0 - 0.5) * 1.0)).abs() < 1e-9);
+        assert!((b[1] - (-1.0 - 2.0 * 0.5)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn identity_kernel_has_one_centre_tap_per_channel() {
+        let k = identity_dw_kernel(2, 3);
+        assert_eq!(k.iter().sum::<f32>(), 2.0);
+        assert_eq!(k[4], 1.0);
+        assert_eq!(k[9 + 4], 1.0);
+    }
+}

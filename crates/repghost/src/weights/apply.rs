@@ -1,0 +1,114 @@
+//! Moving tensors between a [`Model`] and a [`StateDict`] under reference key names.
+
+use std::collections::BTreeSet;
+
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Tensor, TensorData};
+
+use super::keys::torch_key;
+use super::{Form, HostTensor, StateDict};
+use crate::model::Model;
+use crate::reparam::host;
+
+/// Index of the reference's ConvBnAct stage: one past the nine bottleneck stages.
+const FINAL_STAGE: usize = 9;
+
+struct Collect {
+    path: Vec<String>,
+    form: Form,
+    out: StateDict,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let key = torch_key(&self.path, self.form, FINAL_STAGE);
+        self.out.insert(
+            key,
+            HostTensor {
+                shape: t.dims().to_vec(),
+                data: host(&t),
+            },
+        );
+    }
+}
+
+/// The model's tensors under reference key names (`form` decides the cheap-op spelling).
+pub fn state_dict(model: &Model, form: Form) -> StateDict {
+    let mut c = Collect {
+        path: Vec::new(),
+        form,
+        out: StateDict::new(),
+    };
+    model.visit(&mut c);
+    c.out
+}
+
+struct Assign<'a> {
+    path: Vec<String>,
+    form: Form,
+    source: &'a StateDict,
+    used: BTreeSet<String>,
+    missing: Vec<String>,
+    misshaped: Vec<String>,
+}
+
+impl ModuleMapper for Assign<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let key = torch_key(&self.path, self.form, FINAL_STAGE);
+        let expected: Vec<usize> = param.lazy_shape().dims::<D>().to_vec();
+        let Some(t) = self.source.get(&key) else {
+            self.missing.push(format!("{key} {expected:?}"));
+            return param;
+        };
+        self.used.insert(key.clone());
+        if t.shape != expected {
+            self.misshaped.push(format!("{key} (file {:?}, model {expected:?})", t.shape));
+            return param;
+        }
+        let data = TensorData::new(t.data.clone(), t.shape.clone());
+        param.map(|old| Tensor::from_data(data, &old.device()))
+    }
+}
+
+/// Loads `sd` into `model` (whose structure must be `form`). On any missing, unexpected or
+/// mis-shaped key returns the full list, one problem per entry, and no model.
+pub fn apply_state_dict(model: Model, sd: &StateDict, form: Form) -> Result<Model, Vec<String>> {
+    let mut a = Assign {
+        path: Vec::new(),
+        form,
+        source: sd,
+        used: BTreeSet::new(),
+        missing: Vec::new(),
+        misshaped: Vec::new(),
+    };
+    let model = model.map(&mut a);
+    let unexpected: Vec<String> = sd.keys().filter(|k| !a.used.contains(*k)).cloned().collect();
+    let mut problems = Vec::new();
+    if !a.missing.is_empty() {
+        problems.push(format!("missing {}", a.missing.join(", ")));
+    }
+    if !unexpected.is_empty() {
+        problems.push(format!("unexpected {}", unexpected.join(", ")));
+    }
+    if !a.misshaped.is_empty() {
+        problems.push(format!("mis-shaped {}", a.misshaped.join(", ")));
+    }
+    if problems.is_empty() {
+        Ok(model)
+    } else {
+        Err(problems)
+    }
+}

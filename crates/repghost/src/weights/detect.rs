@@ -1,0 +1,49 @@
+//! Recognising the form and variant of a bare state dict from its keys and shapes.
+
+use super::{apply::state_dict, Form, StateDict};
+use crate::config::{make_divisible, NetConfig};
+use crate::model::Model;
+use crate::variants::{Variant, VARIANTS};
+use burn::tensor::Device;
+
+/// Train form keeps the cheap op's BatchNorm; the official `convert.py` output folds only
+/// that branch (the stem BN stays); our deploy form keeps no BatchNorm at all.
+pub fn form_of(sd: &StateDict) -> Form {
+    if sd.keys().any(|k| k.ends_with("cheap_operation.1.running_mean")) {
+        Form::Train
+    } else if sd.contains_key("bn1.running_mean") {
+        Form::Fused
+    } else {
+        Form::Deploy
+    }
+}
+
+/// `(num_classes, in_chans)` as the classifier and the stem say.
+pub fn io_of(sd: &StateDict) -> Option<(usize, usize)> {
+    let nc = sd.get("classifier.weight").filter(|t| t.shape.len() == 2)?.shape[0];
+    let ic = sd.get("conv_stem.weight").filter(|t| t.shape.len() == 4)?.shape[1];
+    Some((nc, ic))
+}
+
+/// Does `sd` hold exactly the keys and shapes of `cfg` in `form`?
+pub fn fits(cfg: &NetConfig, form: Form, sd: &StateDict, device: &Device) -> bool {
+    let expected = state_dict(&Model::with_form(cfg, form, device), form);
+    expected.len() == sd.len() && expected.iter().all(|(k, t)| sd.get(k).is_some_and(|s| s.shape == t.shape))
+}
+
+/// The named variants whose structure matches `sd`. Standard variants are preferred; the
+/// ablations (whose state dicts can equal a standard one's) only when none fits.
+pub fn candidates(sd: &StateDict, form: Form, device: &Device) -> Vec<Variant> {
+    let Some((nc, ic)) = io_of(sd) else { return Vec::new() };
+    let stem = sd.get("conv_stem.weight").map(|t| t.shape[0]);
+    let check = |v: &&Variant| {
+        // Cheap pre-filter on the stem width before building a model.
+        stem == Some(make_divisible(16.0 * v.width, 4))
+            && fits(&v.config(nc).with_in_chans(ic), form, sd, device)
+    };
+    let standard: Vec<Variant> = VARIANTS.iter().filter(|v| !v.ablation).filter(check).copied().collect();
+    if !standard.is_empty() {
+        return standard;
+    }
+    VARIANTS.iter().filter(|v| v.ablation).filter(check).copied().collect()
+}
