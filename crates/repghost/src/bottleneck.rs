@@ -50,17 +50,18 @@ impl<G: GhostLayer> Bottleneck<G> {
     pub fn new(device: &Device, cfg: &NetConfig, row: &StageRow, (cin, mid, cout): (usize, usize, usize)) -> Self {
         let (k, s) = (row.kernel, row.stride);
         let project = cin != cout || s != 1;
+        let m = cfg.bn_momentum;
         Bottleneck {
             ghost1: G::build(device, cfg, cin, mid, true),
             conv_dw: (s > 1).then(|| conv2d(device, [mid, mid], k, s, mid, false)),
-            bn_dw: (s > 1).then(|| bn(device, mid)),
+            bn_dw: (s > 1).then(|| bn(device, mid, m)),
             se: (row.se > 0.0).then(|| SqueezeExcite::new(device, mid, row.se)),
             ghost2: G::build(device, cfg, mid, cout, false),
             shortcut: project.then(|| Shortcut {
                 conv_dw: conv2d(device, [cin, cin], k, s, cin, false),
-                bn_dw: Some(bn(device, cin)),
+                bn_dw: Some(bn(device, cin, m)),
                 conv_pw: conv2d(device, [cin, cout], 1, 1, 1, false),
-                bn_pw: Some(bn(device, cout)),
+                bn_pw: Some(bn(device, cout, m)),
             }),
             identity: !project && cfg.shortcut,
         }

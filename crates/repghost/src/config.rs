@@ -25,6 +25,11 @@ const fn row(kernel: usize, exp: usize, out: usize, se: f64, stride: usize) -> S
     StageRow { kernel, exp, out, se, stride }
 }
 
+/// A single row, for tests that build one bottleneck.
+pub const fn row_for_tests(kernel: usize, se: f64, stride: usize) -> StageRow {
+    row(kernel, 0, 0, se, stride)
+}
+
 /// RepGhostNet stages (paper Table 9 / official `repghostnet()`): the GhostNet table with
 /// the expansion halved, because the RepGhost module keeps all of its primary channels.
 pub const REPGHOST_STAGES: [&[StageRow]; 9] = [
@@ -136,6 +141,9 @@ pub struct NetConfig {
     pub reparam_identity: bool,
     #[config(default = "Activation::Relu")]
     pub act: Activation,
+    /// BatchNorm running-statistics momentum (PyTorch convention, 0.1).
+    #[config(default = 0.1)]
+    pub bn_momentum: f64,
     /// Stride of the stem conv; 2 in the paper, 1 is useful for small (e.g. 32×32) images.
     #[config(default = 2)]
     pub stem_stride: usize,
@@ -197,7 +205,7 @@ mod tests {
     fn make_divisible_matches_reference_rounding() {
         // Values checked by hand against the Python expression.
         assert_eq!(make_divisible(8.0, 4), 8);
-        assert_eq!(make_divisible(9.28, 4), 8); // 16 * 0.58
+        assert_eq!(make_divisible(9.28, 4), 12); // 16 * 0.58: 8 is more than 10% below
         assert_eq!(make_divisible(1.0, 4), 4);
         assert_eq!(make_divisible(10.0, 4), 12); // int(12)//4*4 = 12
         assert_eq!(make_divisible(17.76, 4), 16); // 16 * 1.11

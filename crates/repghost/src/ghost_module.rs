@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 use crate::config::{Activation, NetConfig};
 use crate::count::Counts;
 use crate::layers::{activate, bn, ConvBn};
-use crate::reparam::{conv_with, fold_bn, host, identity_dw_kernel, to_f32, BnParams};
+use crate::reparam::{conv_with, fold_bn, host64, identity_dw_kernel, BnParams};
 
 /// What a bottleneck needs from its ghost module; implemented by [`RepGhostModule`] and by
 /// GhostNet's concat-based [`crate::ghostnet::GhostModule`].
@@ -48,10 +48,11 @@ pub struct RepGhostModule {
 
 impl GhostLayer for RepGhostModule {
     fn build(device: &Device, cfg: &NetConfig, in_chs: usize, out_chs: usize, relu: bool) -> Self {
+        let m = cfg.bn_momentum;
         RepGhostModule {
-            primary_conv: ConvBn::new(device, [in_chs, out_chs], 1, 1, 1),
-            fusion_bn: cfg.reparam_bn.then(|| bn(device, out_chs)),
-            cheap_operation: ConvBn::new(device, [out_chs, out_chs], 3, 1, out_chs),
+            primary_conv: ConvBn::new(device, [in_chs, out_chs], 1, 1, 1, m),
+            fusion_bn: cfg.reparam_bn.then(|| bn(device, out_chs, m)),
+            cheap_operation: ConvBn::new(device, [out_chs, out_chs], 3, 1, out_chs, m),
             fusion_identity: cfg.reparam_identity,
             act: relu.then_some(cfg.act),
         }
@@ -86,14 +87,11 @@ impl GhostLayer for RepGhostModule {
     fn fuse_branches(self) -> Self {
         let cheap = self.cheap_operation;
         let [ch, _, k, _] = cheap.conv.weight.dims();
-        let w = host(&cheap.conv.weight.val());
-        let b = cheap.conv.bias.as_ref().map(|b| host(&b.val()));
+        let w = host64(&cheap.conv.weight.val());
+        let b = cheap.conv.bias.as_ref().map(|b| host64(&b.val()));
         let (mut w, mut b) = match &cheap.bn {
             Some(bn) => fold_bn(&w, ch, b.as_deref(), &BnParams::from_module(bn)),
-            None => (
-                w.iter().map(|&v| v as f64).collect(),
-                b.map_or(vec![0.0; ch], |b| b.iter().map(|&v| v as f64).collect()),
-            ),
+            None => (w, b.unwrap_or_else(|| vec![0.0; ch])),
         };
         let id = identity_dw_kernel(ch, k);
         if let Some(fbn) = &self.fusion_bn {
@@ -102,9 +100,9 @@ impl GhostLayer for RepGhostModule {
             b.iter_mut().zip(ib).for_each(|(a, v)| *a += v);
         }
         if self.fusion_identity {
-            w.iter_mut().zip(&id).for_each(|(a, &v)| *a += v as f64);
+            w.iter_mut().zip(&id).for_each(|(a, &v)| *a += v);
         }
-        let conv = conv_with(&cheap.conv, to_f32(&w), to_f32(&b));
+        let conv = conv_with(&cheap.conv, w, b);
         RepGhostModule {
             primary_conv: self.primary_conv,
             fusion_bn: None,

@@ -25,9 +25,10 @@ pub struct GhostModule {
 impl GhostLayer for GhostModule {
     fn build(device: &Device, cfg: &NetConfig, in_chs: usize, out_chs: usize, relu: bool) -> Self {
         let init = out_chs.div_ceil(2);
+        let m = cfg.bn_momentum;
         GhostModule {
-            primary_conv: ConvBn::new(device, [in_chs, init], 1, 1, 1),
-            cheap_operation: ConvBn::new(device, [init, init], 3, 1, init),
+            primary_conv: ConvBn::new(device, [in_chs, init], 1, 1, 1, m),
+            cheap_operation: ConvBn::new(device, [init, init], 3, 1, init, m),
             out_chs,
             act: relu.then_some(cfg.act),
         }

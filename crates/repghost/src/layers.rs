@@ -29,8 +29,8 @@ pub(crate) fn conv2d(
         .init(device)
 }
 
-pub(crate) fn bn(device: &Device, c: usize) -> BatchNorm {
-    BatchNormConfig::new(c).init(device)
+pub(crate) fn bn(device: &Device, c: usize, momentum: f64) -> BatchNorm {
+    BatchNormConfig::new(c).with_momentum(momentum).init(device)
 }
 
 pub(crate) fn activate<const D: usize>(act: Activation, x: Tensor<D>) -> Tensor<D> {
@@ -51,10 +51,10 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    pub(crate) fn new(device: &Device, io: [usize; 2], k: usize, stride: usize, groups: usize) -> Self {
+    pub(crate) fn new(device: &Device, io: [usize; 2], k: usize, stride: usize, groups: usize, momentum: f64) -> Self {
         ConvBn {
             conv: conv2d(device, io, k, stride, groups, false),
-            bn: Some(bn(device, io[1])),
+            bn: Some(bn(device, io[1], momentum)),
         }
     }
 
@@ -82,10 +82,10 @@ pub struct ConvBnAct {
 }
 
 impl ConvBnAct {
-    pub(crate) fn new(device: &Device, io: [usize; 2], k: usize) -> Self {
+    pub(crate) fn new(device: &Device, io: [usize; 2], k: usize, momentum: f64) -> Self {
         ConvBnAct {
             conv: conv2d(device, io, k, 1, 1, false),
-            bn1: Some(bn(device, io[1])),
+            bn1: Some(bn(device, io[1], momentum)),
         }
     }
 

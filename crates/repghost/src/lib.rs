@@ -22,3 +22,4 @@ pub mod npy;
 pub mod weights;
 
 pub use model::Model;
+pub mod testing;

@@ -65,6 +65,10 @@ impl Model {
         each!(self, m => m.forward_features(x))
     }
 
+    pub fn forward_head(&self, x: Tensor<4>, pre_logits: bool) -> Tensor<2> {
+        each!(self, m => m.forward_head(x, pre_logits))
+    }
+
     pub fn forward_pyramid(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
         each!(self, m => m.forward_pyramid(x))
     }

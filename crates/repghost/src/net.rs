@@ -53,9 +53,9 @@ impl<G: GhostLayer> Net<G> {
         let fin = cfg.final_channels();
         Net {
             conv_stem: conv2d(device, [cfg.in_chans, stem], 3, cfg.stem_stride, 1, false),
-            bn1: Some(bn(device, stem)),
+            bn1: Some(bn(device, stem, cfg.bn_momentum)),
             blocks,
-            final_conv: ConvBnAct::new(device, [last, fin], 1),
+            final_conv: ConvBnAct::new(device, [last, fin], 1, cfg.bn_momentum),
             conv_head: conv2d(device, [fin, HEAD_CHANNELS], 1, 1, 1, true),
             dropout: DropoutConfig::new(cfg.dropout).init(),
             classifier: Classifier::new(device, HEAD_CHANNELS, cfg.num_classes),

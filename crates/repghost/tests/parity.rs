@@ -33,6 +33,7 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
 fn assert_close(got: &[f32], reference: &str, tol: f32) {
     let want = npy::read(&fixture(reference)).unwrap().data;
     let e = rel_err(got, &want);
+    eprintln!("{reference}: {e:.3e}");
     assert!(e < tol, "{reference}: relative error {e:.3e}");
     // The fixture is only meaningful if the logits depend on the input.
     let (a, b) = want.split_at(want.len() / 2);

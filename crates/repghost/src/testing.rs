@@ -1,0 +1,116 @@
+//! Random models that make parity tests meaningful (used by tests and benchmarks).
+//!
+//! Fresh BatchNorms (mean 0, var 1, γ 1, β 0) hide fusion bugs, and arbitrary statistics
+//! make a random net's logits nearly independent of its input. So affine parameters are
+//! randomized, statistics are calibrated on a train-mode pass, then perturbed.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
+
+use crate::config::NetConfig;
+use crate::model::Model;
+
+/// A small deterministic generator (xorshift64*), so fixtures need no RNG dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        ((self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32) / (1u64 << 24) as f32
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f32 {
+        let u = self.uniform().max(1e-7);
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    }
+    pub fn vec(&mut self, n: usize, f: impl Fn(&mut Self) -> f32) -> Vec<f32> {
+        (0..n).map(|_| f(self)).collect()
+    }
+}
+
+/// Which BatchNorm tensors to touch.
+#[derive(Clone, Copy)]
+enum Phase {
+    Affine,
+    /// Perturb calibrated statistics.
+    Perturb,
+    /// Set statistics outright (for a single block fed N(0, 1) input).
+    Set,
+}
+
+struct BnRandomizer {
+    path: Vec<String>,
+    rng: Rng,
+    phase: Phase,
+}
+
+impl ModuleMapper for BnRandomizer {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let leaf = self.path.last().map(String::as_str).unwrap_or("");
+        let rng = &mut self.rng;
+        let f: Option<Box<dyn Fn(&mut Rng, f32) -> f32>> = match (self.phase, leaf) {
+            (Phase::Affine | Phase::Set, "gamma") => Some(Box::new(|r, _| 0.5 + r.uniform())),
+            (Phase::Affine | Phase::Set, "beta") => Some(Box::new(|r, _| 0.1 * r.normal())),
+            (Phase::Perturb, "running_var") => Some(Box::new(|r, v| v * (0.8 + 0.45 * r.uniform()))),
+            (Phase::Set, "running_mean") => Some(Box::new(|r, _| 0.3 * r.normal())),
+            (Phase::Set, "running_var") => Some(Box::new(|r, _| 0.5 + 1.5 * r.uniform())),
+            _ => None,
+        };
+        let Some(f) = f else { return param };
+        param.map(|t| {
+            let shape = t.dims();
+            let old = crate::reparam::host(&t);
+            let new: Vec<f32> = old.iter().map(|&v| f(rng, v)).collect();
+            Tensor::from_data(TensorData::new(new, shape), &t.device())
+        })
+    }
+}
+
+/// Gives every BatchNorm of `m` random affine parameters and random statistics.
+pub fn randomize_bn<M: Module>(m: M, seed: u64) -> M {
+    m.map(&mut BnRandomizer { path: Vec::new(), rng: Rng::new(seed), phase: Phase::Set })
+}
+
+/// A random model in train form whose BatchNorm statistics are calibrated on one train-mode
+/// pass over `N(0, 1)` images of `hw × hw`, then perturbed. Returned in inference mode.
+pub fn calibrated(cfg: &NetConfig, seed: u64, hw: usize) -> Model {
+    let ad = Device::flex().autodiff();
+    ad.seed(seed);
+    let cal = cfg.clone().with_bn_momentum(1.0);
+    let mut model = Model::new(&cal, &ad).map(&mut BnRandomizer {
+        path: Vec::new(),
+        rng: Rng::new(seed),
+        phase: Phase::Affine,
+    });
+    let x = Tensor::<4>::random([8, cfg.in_chans, hw, hw], Distribution::Normal(0.0, 1.0), &ad);
+    let _ = model.forward(x);
+    model = model.valid();
+    model.map(&mut BnRandomizer { path: Vec::new(), rng: Rng::new(seed ^ 0xABCD), phase: Phase::Perturb })
+}
+
+struct CastF64;
+
+impl ModuleMapper for CastF64 {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|t| t.cast(DType::F64))
+    }
+}
+
+/// The same module computing in f64: separates the arithmetic of a fold from the rounding
+/// of an f32 forward pass.
+pub fn to_f64<M: Module>(m: M) -> M {
+    m.map(&mut CastF64)
+}
