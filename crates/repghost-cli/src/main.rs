@@ -1,1 +1,51 @@
-fn main() {}
+//! `repghost`: RepGhostNet from the command line. Every error is one line on stderr and a
+//! non-zero exit code (2 for usage errors, 1 for everything else).
+
+mod cmd;
+mod device;
+
+use clap::{Parser, Subcommand};
+
+/// RepGhostNet (Chen et al., arXiv 2211.06088) in Rust: inspect the family, convert official,
+/// timm or native checkpoints to the re-parameterized deploy form, and run predictions.
+#[derive(Parser)]
+#[command(name = "repghost", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print parameters and MACs of the deploy form for every variant (or one).
+    Info(cmd::info::Args),
+    /// Re-parameterize a checkpoint (train or official convert.py form) into deploy weights.
+    Convert(cmd::convert::Args),
+    /// Run a model on a preprocessed NCHW float32 .npy batch; print top-K, save logits.
+    Predict(cmd::predict::Args),
+}
+
+fn main() {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        eprintln!("error: internal error: {}", msg.lines().next().unwrap_or(""));
+        std::process::exit(1);
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => cmd::info::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Predict(a) => cmd::predict::run(a),
+    };
+    if let Err(e) = result {
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}

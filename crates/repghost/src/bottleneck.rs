@@ -47,7 +47,12 @@ pub struct Bottleneck<G: GhostLayer> {
 }
 
 impl<G: GhostLayer> Bottleneck<G> {
-    pub fn new(device: &Device, cfg: &NetConfig, row: &StageRow, (cin, mid, cout): (usize, usize, usize)) -> Self {
+    pub fn new(
+        device: &Device,
+        cfg: &NetConfig,
+        row: &StageRow,
+        (cin, mid, cout): (usize, usize, usize),
+    ) -> Self {
         let (k, s) = (row.kernel, row.stride);
         let project = cin != cout || s != 1;
         let m = cfg.bn_momentum;

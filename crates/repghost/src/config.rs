@@ -22,7 +22,13 @@ pub struct StageRow {
 }
 
 const fn row(kernel: usize, exp: usize, out: usize, se: f64, stride: usize) -> StageRow {
-    StageRow { kernel, exp, out, se, stride }
+    StageRow {
+        kernel,
+        exp,
+        out,
+        se,
+        stride,
+    }
 }
 
 /// A single row, for tests that build one bottleneck.

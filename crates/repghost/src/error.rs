@@ -7,7 +7,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unknown model '{name}' (known: {known}; any width as repghostnet_<a>_<b>x or repghostnet_<NNN>)")]
+    #[error(
+        "unknown model '{name}' (known: {known}; any width as repghostnet_<a>_<b>x or repghostnet_<NNN>)"
+    )]
     UnknownModel { name: String, known: String },
     #[error("{path}: {source}")]
     Io {

@@ -51,7 +51,14 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    pub(crate) fn new(device: &Device, io: [usize; 2], k: usize, stride: usize, groups: usize, momentum: f64) -> Self {
+    pub(crate) fn new(
+        device: &Device,
+        io: [usize; 2],
+        k: usize,
+        stride: usize,
+        groups: usize,
+        momentum: f64,
+    ) -> Self {
         ConvBn {
             conv: conv2d(device, io, k, stride, groups, false),
             bn: Some(bn(device, io[1], momentum)),

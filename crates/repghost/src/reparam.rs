@@ -97,8 +97,14 @@ pub(crate) fn conv_with(conv: &Conv2d, weight: Vec<f64>, bias: Vec<f64>) -> Conv
     let w = conv.weight.val();
     let (device, dtype, shape) = (w.device(), w.dtype(), w.dims());
     let out = shape[0];
-    let weight = Tensor::<4>::from_data(TensorData::new(weight, shape).convert_dtype(dtype), (&device, dtype));
-    let bias = Tensor::<1>::from_data(TensorData::new(bias, [out]).convert_dtype(dtype), (&device, dtype));
+    let weight = Tensor::<4>::from_data(
+        TensorData::new(weight, shape).convert_dtype(dtype),
+        (&device, dtype),
+    );
+    let bias = Tensor::<1>::from_data(
+        TensorData::new(bias, [out]).convert_dtype(dtype),
+        (&device, dtype),
+    );
     Conv2d {
         weight: Param::from_tensor(weight),
         bias: Some(Param::from_tensor(bias)),
@@ -115,7 +121,12 @@ pub fn fold_conv_bn(conv: Conv2d, bn: Option<BatchNorm>) -> Conv2d {
     let Some(bn) = bn else { return conv };
     let w = host64(&conv.weight.val());
     let b = conv.bias.as_ref().map(|b| host64(&b.val()));
-    let (w, b) = fold_bn(&w, conv.weight.dims()[0], b.as_deref(), &BnParams::from_module(&bn));
+    let (w, b) = fold_bn(
+        &w,
+        conv.weight.dims()[0],
+        b.as_deref(),
+        &BnParams::from_module(&bn),
+    );
     conv_with(&conv, w, b)
 }
 

@@ -45,6 +45,9 @@ enum Phase {
     Set,
 }
 
+/// How one BatchNorm value is redrawn: `(rng, old value) -> new value`.
+type Redraw = Box<dyn Fn(&mut Rng, f32) -> f32>;
+
 struct BnRandomizer {
     path: Vec<String>,
     rng: Rng,
@@ -61,7 +64,7 @@ impl ModuleMapper for BnRandomizer {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let leaf = self.path.last().map(String::as_str).unwrap_or("");
         let rng = &mut self.rng;
-        let f: Option<Box<dyn Fn(&mut Rng, f32) -> f32>> = match (self.phase, leaf) {
+        let f: Option<Redraw> = match (self.phase, leaf) {
             (Phase::Affine | Phase::Set, "gamma") => Some(Box::new(|r, _| 0.5 + r.uniform())),
             (Phase::Affine | Phase::Set, "beta") => Some(Box::new(|r, _| 0.1 * r.normal())),
             (Phase::Perturb, "running_var") => Some(Box::new(|r, v| v * (0.8 + 0.45 * r.uniform()))),
@@ -81,7 +84,11 @@ impl ModuleMapper for BnRandomizer {
 
 /// Gives every BatchNorm of `m` random affine parameters and random statistics.
 pub fn randomize_bn<M: Module>(m: M, seed: u64) -> M {
-    m.map(&mut BnRandomizer { path: Vec::new(), rng: Rng::new(seed), phase: Phase::Set })
+    m.map(&mut BnRandomizer {
+        path: Vec::new(),
+        rng: Rng::new(seed),
+        phase: Phase::Set,
+    })
 }
 
 /// A random model in train form whose BatchNorm statistics are calibrated on one train-mode
@@ -98,7 +105,11 @@ pub fn calibrated(cfg: &NetConfig, seed: u64, hw: usize) -> Model {
     let x = Tensor::<4>::random([8, cfg.in_chans, hw, hw], Distribution::Normal(0.0, 1.0), &ad);
     let _ = model.forward(x);
     model = model.valid();
-    model.map(&mut BnRandomizer { path: Vec::new(), rng: Rng::new(seed ^ 0xABCD), phase: Phase::Perturb })
+    model.map(&mut BnRandomizer {
+        path: Vec::new(),
+        rng: Rng::new(seed ^ 0xABCD),
+        phase: Phase::Perturb,
+    })
 }
 
 struct CastF64;

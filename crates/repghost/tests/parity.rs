@@ -10,7 +10,9 @@ use repghost::weights::{self, Form, LoadOptions};
 use repghost::{Error, Model};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn input(device: &Device) -> Tensor<4> {
@@ -20,7 +22,12 @@ fn input(device: &Device) -> Tensor<4> {
 }
 
 fn logits(model: &Model, device: &Device) -> Vec<f32> {
-    model.forward(input(device)).into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    model
+        .forward(input(device))
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap()
 }
 
 /// max |a - b| / max |b|
@@ -37,11 +44,17 @@ fn assert_close(got: &[f32], reference: &str, tol: f32) {
     assert!(e < tol, "{reference}: relative error {e:.3e}");
     // The fixture is only meaningful if the logits depend on the input.
     let (a, b) = want.split_at(want.len() / 2);
-    assert!(rel_err(a, b) > 0.05, "{reference}: reference logits barely depend on the input");
+    assert!(
+        rel_err(a, b) > 0.05,
+        "{reference}: reference logits barely depend on the input"
+    );
 }
 
 fn load(name: &str, model: Option<&str>, ema: bool) -> weights::Loaded {
-    let opts = LoadOptions { model: model.map(String::from), ema };
+    let opts = LoadOptions {
+        model: model.map(String::from),
+        ema,
+    };
     weights::load(&fixture(name), &opts, &Device::flex()).unwrap()
 }
 
@@ -68,13 +81,21 @@ fn ema_weights_are_selected_with_ema() {
     let got = logits(&l.model, &device);
     assert_close(&got, "repghostnet_050_ema_logits.npy", 1e-4);
     let plain = npy::read(&fixture("repghostnet_050_logits.npy")).unwrap().data;
-    assert!(rel_err(&got, &plain) > 0.1, "EMA logits should differ from the model's");
+    assert!(
+        rel_err(&got, &plain) > 0.1,
+        "EMA logits should differ from the model's"
+    );
 }
 
 #[test]
 fn official_convert_output_of_any_width_loads_with_model() {
     let device = Device::flex();
-    let err = weights::load(&fixture("repghostnet_0_2x_fused.pth"), &LoadOptions::default(), &device).unwrap_err();
+    let err = weights::load(
+        &fixture("repghostnet_0_2x_fused.pth"),
+        &LoadOptions::default(),
+        &device,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Ambiguous { .. }), "{err}");
     assert!(err.to_string().contains("--model"), "{err}");
 
@@ -129,9 +150,19 @@ fn pyramid_features_match_timm_features_only() {
         assert_eq!(maps.len(), 3);
         for (i, m) in maps.into_iter().enumerate() {
             let dims: Vec<u64> = m.dims().iter().map(|&d| d as u64).collect();
-            let want_dims: Vec<u64> = f["shapes"][i].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+            let want_dims: Vec<u64> = f["shapes"][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
             assert_eq!(dims, want_dims);
-            let want: Vec<f32> = f["values"][i].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let want: Vec<f32> = f["values"][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
             let got = m.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             let e = rel_err(&got, &want);
             assert!(e < 1e-4, "stride-{} map: relative error {e:.3e}", info[i].1);

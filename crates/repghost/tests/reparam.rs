@@ -8,8 +8,8 @@ use repghost::config::{row_for_tests, Activation, Arch, NetConfig};
 use repghost::ghost_module::{GhostLayer, RepGhostModule};
 use repghost::ghostnet::GhostModule;
 use repghost::testing::{calibrated, randomize_bn, to_f64};
-use repghost::Model;
 use repghost::variants::{resolve, VARIANTS};
+use repghost::Model;
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
@@ -45,11 +45,19 @@ fn whole_net_fold_is_exact_in_f64_for_every_variant() {
         let deploy = train.reparameterize();
         let b = host(deploy.forward(x));
         // Two inputs must give clearly different logits, or the comparison proves little.
-        assert!(rel(&a[..10], &a[10..]) > 0.05, "{}: logits barely depend on the input", v.name);
+        assert!(
+            rel(&a[..10], &a[10..]) > 0.05,
+            "{}: logits barely depend on the input",
+            v.name
+        );
         let e = rel(&b, &a);
         assert!(e < 1e-9, "{}: f64 deploy vs train relative error {e:.2e}", v.name);
         let names = format!("{deploy:?}");
-        assert!(!names.contains("BatchNorm"), "{}: BatchNorm left in deploy form", v.name);
+        assert!(
+            !names.contains("BatchNorm"),
+            "{}: BatchNorm left in deploy form",
+            v.name
+        );
     }
 }
 
@@ -74,9 +82,16 @@ fn whole_net_deploy_equals_train_in_f32_for_every_variant() {
 fn other_activations_widths_and_stem_strides_fold_exactly() {
     let device = Device::flex();
     let cases = [
-        NetConfig::new(Arch::RepGhost, 0.75).with_act(Activation::HardSwish).with_num_classes(5),
-        NetConfig::new(Arch::RepGhost, 0.3).with_act(Activation::LeakyRelu).with_stem_stride(1).with_in_chans(1),
-        NetConfig::new(Arch::RepGhost, 0.5).with_act(Activation::Relu6).with_reparam_identity(true),
+        NetConfig::new(Arch::RepGhost, 0.75)
+            .with_act(Activation::HardSwish)
+            .with_num_classes(5),
+        NetConfig::new(Arch::RepGhost, 0.3)
+            .with_act(Activation::LeakyRelu)
+            .with_stem_stride(1)
+            .with_in_chans(1),
+        NetConfig::new(Arch::RepGhost, 0.5)
+            .with_act(Activation::Relu6)
+            .with_reparam_identity(true),
     ];
     for cfg in cases {
         let train = calibrated(&cfg, 5, 32);
@@ -96,7 +111,10 @@ fn official_fused_form_is_a_step_towards_deploy() {
     let x = input(&device, [2, 3, 64, 64]);
     let a = host(train.forward(x.clone()));
     let fused = train.fuse_branches();
-    assert!(format!("{fused:?}").contains("BatchNorm"), "fused form keeps the other BNs");
+    assert!(
+        format!("{fused:?}").contains("BatchNorm"),
+        "fused form keeps the other BNs"
+    );
     let b = host(fused.clone().forward(x.clone()));
     let c = host(fused.reparameterize().forward(x));
     assert!(rel(&b, &a) < 1e-5);
@@ -110,7 +128,11 @@ fn block_case<G: GhostLayer>(cfg: &NetConfig, cin: usize, cout: usize, relu: boo
     let a = host(m.forward(x.clone()));
     let b = host(m.reparameterize().forward(x));
     let e = rel(&b, &a);
-    assert!(e < 1e-12, "{} {cin}->{cout} relu={relu}: {e:.2e}", std::any::type_name::<G>());
+    assert!(
+        e < 1e-12,
+        "{} {cin}->{cout} relu={relu}: {e:.2e}",
+        std::any::type_name::<G>()
+    );
 }
 
 #[test]

@@ -75,7 +75,8 @@ impl ModuleMapper for Assign<'_> {
         };
         self.used.insert(key.clone());
         if t.shape != expected {
-            self.misshaped.push(format!("{key} (file {:?}, model {expected:?})", t.shape));
+            self.misshaped
+                .push(format!("{key} (file {:?}, model {expected:?})", t.shape));
             return param;
         }
         let data = TensorData::new(t.data.clone(), t.shape.clone());

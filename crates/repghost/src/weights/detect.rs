@@ -28,22 +28,37 @@ pub fn io_of(sd: &StateDict) -> Option<(usize, usize)> {
 /// Does `sd` hold exactly the keys and shapes of `cfg` in `form`?
 pub fn fits(cfg: &NetConfig, form: Form, sd: &StateDict, device: &Device) -> bool {
     let expected = state_dict(&Model::with_form(cfg, form, device), form);
-    expected.len() == sd.len() && expected.iter().all(|(k, t)| sd.get(k).is_some_and(|s| s.shape == t.shape))
+    expected.len() == sd.len()
+        && expected
+            .iter()
+            .all(|(k, t)| sd.get(k).is_some_and(|s| s.shape == t.shape))
 }
 
 /// The named variants whose structure matches `sd`. Standard variants are preferred; the
 /// ablations (whose state dicts can equal a standard one's) only when none fits.
 pub fn candidates(sd: &StateDict, form: Form, device: &Device) -> Vec<Variant> {
-    let Some((nc, ic)) = io_of(sd) else { return Vec::new() };
+    let Some((nc, ic)) = io_of(sd) else {
+        return Vec::new();
+    };
     let stem = sd.get("conv_stem.weight").map(|t| t.shape[0]);
     let check = |v: &&Variant| {
         // Cheap pre-filter on the stem width before building a model.
         stem == Some(make_divisible(16.0 * v.width, 4))
             && fits(&v.config(nc).with_in_chans(ic), form, sd, device)
     };
-    let standard: Vec<Variant> = VARIANTS.iter().filter(|v| !v.ablation).filter(check).copied().collect();
+    let standard: Vec<Variant> = VARIANTS
+        .iter()
+        .filter(|v| !v.ablation)
+        .filter(check)
+        .copied()
+        .collect();
     if !standard.is_empty() {
         return standard;
     }
-    VARIANTS.iter().filter(|v| v.ablation).filter(check).copied().collect()
+    VARIANTS
+        .iter()
+        .filter(|v| v.ablation)
+        .filter(check)
+        .copied()
+        .collect()
 }

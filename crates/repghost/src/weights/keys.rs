@@ -70,8 +70,14 @@ mod tests {
             k("blocks.1.0.ghost1.fusion_bn.running_var", Form::Train),
             "blocks.1.0.ghost1.fusion_bn.0.running_var"
         );
-        assert_eq!(k("blocks.1.0.shortcut.bn_pw.beta", Form::Train), "blocks.1.0.shortcut.3.bias");
-        assert_eq!(k("blocks.1.0.conv_dw.weight", Form::Train), "blocks.1.0.conv_dw.weight");
+        assert_eq!(
+            k("blocks.1.0.shortcut.bn_pw.beta", Form::Train),
+            "blocks.1.0.shortcut.3.bias"
+        );
+        assert_eq!(
+            k("blocks.1.0.conv_dw.weight", Form::Train),
+            "blocks.1.0.conv_dw.weight"
+        );
         assert_eq!(k("final_conv.bn1.gamma", Form::Train), "blocks.9.0.bn1.weight");
         assert_eq!(k("bn1.running_mean", Form::Train), "bn1.running_mean");
         assert_eq!(k("classifier.weight", Form::Deploy), "classifier.weight");

@@ -42,7 +42,10 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
         (f.tensors, None, f.source, f.has_ema)
     } else if bytes.len() > 8 && bytes[8] == b'{' {
         if opts.ema {
-            return Err(Error::format(path, "--ema: a safetensors file holds one set of weights"));
+            return Err(Error::format(
+                path,
+                "--ema: a safetensors file holds one set of weights",
+            ));
         }
         let (sd, meta) = safetensors_io::read(path, &bytes)?;
         (sd, meta, "safetensors".to_string(), false)
@@ -52,11 +55,20 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
             "legacy (pre-1.6) torch serialization; re-save it with a current torch.save",
         ));
     } else {
-        return Err(Error::format(path, "neither a torch zip checkpoint nor a safetensors file"));
+        return Err(Error::format(
+            path,
+            "neither a torch zip checkpoint nor a safetensors file",
+        ));
     };
-    let sd: StateDict = raw.into_iter().map(|(k, v)| (strip_prefix(&k).to_string(), v)).collect();
+    let sd: StateDict = raw
+        .into_iter()
+        .map(|(k, v)| (strip_prefix(&k).to_string(), v))
+        .collect();
     if let Some((key, _)) = sd.iter().find(|(_, t)| t.data.iter().any(|v| !v.is_finite())) {
-        return Err(Error::NonFinite { path: path.into(), key: key.clone() });
+        return Err(Error::NonFinite {
+            path: path.into(),
+            key: key.clone(),
+        });
     }
 
     let form = meta.as_ref().map_or_else(|| form_of(&sd), |m| m.form);
@@ -64,7 +76,10 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
         (Some(name), _) => {
             let (name, v) = resolve(name)?;
             let (nc, ic) = io_of(&sd).ok_or_else(|| {
-                Error::format(path, "no 'classifier.weight' [classes, 1280] or 'conv_stem.weight' [c, in, 3, 3]")
+                Error::format(
+                    path,
+                    "no 'classifier.weight' [classes, 1280] or 'conv_stem.weight' [c, in, 3, 3]",
+                )
             })?;
             let mut cfg = v.config(nc).with_in_chans(ic);
             if let Some(m) = &meta {
@@ -106,12 +121,22 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
         model: format!("{name} ({} form)", form.as_str()),
         details: p.join("; "),
     })?;
-    Ok(Loaded { model, name, form, source, has_ema })
+    Ok(Loaded {
+        model,
+        name,
+        form,
+        source,
+        has_ema,
+    })
 }
 
 /// Writes `model` as native safetensors (crash-safe: temp file + rename).
 pub fn save(model: &Model, name: &str, form: Form, path: &Path) -> Result<()> {
-    let meta = Meta { model: name.to_string(), config: model.config().clone(), form };
+    let meta = Meta {
+        model: name.to_string(),
+        config: model.config().clone(),
+        form,
+    };
     let bytes = safetensors_io::to_bytes(&state_dict(model, form), &meta)?;
     crate::fsutil::write_atomic(path, &bytes)
 }

@@ -71,7 +71,10 @@ pub enum Value {
     List(Vec<Value>),
     Dict(Vec<(Value, Value)>),
     Global(String, String),
-    Storage { key: String, dtype: DType },
+    Storage {
+        key: String,
+        dtype: DType,
+    },
     Tensor(TensorRef),
     /// An object of a class we do not rebuild; its name is kept for messages.
     Opaque(String),
@@ -87,7 +90,10 @@ impl Value {
     /// Looks up a string key of a dict.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
-            Value::Dict(items) => items.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+            Value::Dict(items) => items
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -104,7 +110,13 @@ enum Item {
 }
 
 pub fn parse(data: &[u8]) -> Result<Value, String> {
-    Parser { data, pos: 0, stack: Vec::new(), memo: HashMap::new() }.run()
+    Parser {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+    }
+    .run()
 }
 
 struct Parser<'a> {
@@ -132,11 +144,17 @@ impl Parser<'_> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
     fn len(&mut self, n: u64) -> Result<usize, String> {
-        usize::try_from(n).ok().filter(|&n| n <= self.data.len() - self.pos).ok_or_else(|| format!("pickle declares {n} bytes past its end"))
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= self.data.len() - self.pos)
+            .ok_or_else(|| format!("pickle declares {n} bytes past its end"))
     }
     fn line(&mut self) -> Result<String, String> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or("pickle truncated in a text field")?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("pickle truncated in a text field")?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
         self.pos += n + 1;
         Ok(s)
@@ -188,7 +206,11 @@ impl Parser<'_> {
         Ok(())
     }
     fn get(&mut self, idx: u32) -> Result<(), String> {
-        let v = self.memo.get(&idx).cloned().ok_or_else(|| format!("pickle: memo {idx} not set"))?;
+        let v = self
+            .memo
+            .get(&idx)
+            .cloned()
+            .ok_or_else(|| format!("pickle: memo {idx} not set"))?;
         self.push(v)
     }
 
@@ -220,12 +242,20 @@ impl Parser<'_> {
                     self.push(Value::Int(v as i64))?
                 }
                 0x8a | 0x8b => {
-                    let n = if op == 0x8a { self.u8()? as u64 } else { self.u32()? as u64 };
+                    let n = if op == 0x8a {
+                        self.u8()? as u64
+                    } else {
+                        self.u32()? as u64
+                    };
                     let n = self.len(n)?;
                     let bytes = self.take(n)?;
                     // Little-endian two's complement; values beyond i64 become opaque.
                     let v = if n <= 8 {
-                        let mut buf = [if bytes.last().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 }; 8];
+                        let mut buf = [if bytes.last().is_some_and(|b| b & 0x80 != 0) {
+                            0xff
+                        } else {
+                            0
+                        }; 8];
                         buf[..n].copy_from_slice(bytes);
                         Value::Int(i64::from_le_bytes(buf))
                     } else {
@@ -286,9 +316,8 @@ impl Parser<'_> {
                 } // FROZENSET
                 b'a' => {
                     let v = self.pop()?;
-                    match self.top()? {
-                        Value::List(l) => l.push(v),
-                        _ => {}
+                    if let Value::List(l) = self.top()? {
+                        l.push(v)
                     }
                 }
                 b'e' | 0x90 => {
@@ -381,14 +410,19 @@ impl Parser<'_> {
                     let v = persistent(pid)?;
                     self.push(v)?
                 }
-                _ => return Err(format!("pickle: unsupported opcode 0x{op:02x} at byte {}", self.pos - 1)),
+                _ => {
+                    return Err(format!(
+                        "pickle: unsupported opcode 0x{op:02x} at byte {}",
+                        self.pos - 1
+                    ))
+                }
             }
         }
     }
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("pickle: odd number of dict items".into());
     }
     let mut it = items.into_iter();

@@ -21,10 +21,14 @@ pub struct Meta {
 
 pub fn read(path: &Path, bytes: &[u8]) -> Result<(StateDict, Option<Meta>)> {
     let fmt = |m: String| Error::format(path, m);
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fmt(format!("not a valid safetensors file ({e})")))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| fmt(format!("not a valid safetensors file ({e})")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| fmt(format!("not a valid safetensors file ({e})")))?;
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| fmt(format!("not a valid safetensors file ({e})")))?;
     let meta = match header.metadata() {
-        Some(m) if m.get("format").map(String::as_str) == Some("repghost") => Some(parse_meta(m).map_err(fmt)?),
+        Some(m) if m.get("format").map(String::as_str) == Some("repghost") => {
+            Some(parse_meta(m).map_err(fmt)?)
+        }
         _ => None,
     };
     let mut sd = StateDict::new();
@@ -33,7 +37,13 @@ pub fn read(path: &Path, bytes: &[u8]) -> Result<(StateDict, Option<Meta>)> {
             continue;
         }
         let data = convert(&view).map_err(|e| fmt(format!("tensor '{name}': {e}")))?;
-        sd.insert(name, HostTensor { shape: view.shape().to_vec(), data });
+        sd.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok((sd, meta))
 }
@@ -48,16 +58,32 @@ fn parse_meta(m: &HashMap<String, String>) -> Result<Meta, String> {
         "deploy" => Form::Deploy,
         f => return Err(format!("metadata names unknown form '{f}'")),
     };
-    Ok(Meta { model: get("model")?.clone(), config, form })
+    Ok(Meta {
+        model: get("model")?.clone(),
+        config,
+        form,
+    })
 }
 
 fn convert(view: &TensorView) -> Result<Vec<f32>, String> {
     let b = view.data();
     Ok(match view.dtype() {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
-        Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32).collect(),
-        Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+            .collect(),
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32)
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         d => return Err(format!("unsupported dtype {d:?}")),
     })
 }
@@ -77,11 +103,22 @@ pub fn to_bytes(sd: &StateDict, meta: &Meta) -> Result<Vec<u8>> {
     );
     let bufs: Vec<(String, Vec<u8>, Vec<usize>)> = sd
         .iter()
-        .map(|(k, t)| (k.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone()))
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
         .collect();
     let views: Vec<(String, TensorView)> = bufs
         .iter()
-        .map(|(k, b, s)| Ok((k.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| Error::Invalid(e.to_string()))?)))
+        .map(|(k, b, s)| {
+            Ok((
+                k.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| Error::Invalid(e.to_string()))?,
+            ))
+        })
         .collect::<Result<_>>()?;
     safetensors::serialize(views, Some(md)).map_err(|e| Error::Invalid(e.to_string()))
 }

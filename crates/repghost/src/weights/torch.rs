@@ -33,8 +33,11 @@ pub fn is_zip(head: &[u8]) -> bool {
 /// Reads the weights of a torch zip checkpoint. `ema` selects `state_dict_ema`.
 pub fn read(path: &Path, bytes: &[u8], ema: bool) -> Result<TorchFile> {
     let fmt = |m: String| Error::format(path, m);
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| fmt(format!("not a readable torch zip archive ({e})")))?;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| {
+        fmt(format!(
+            "not a readable torch zip archive, truncated or corrupt ({e})"
+        ))
+    })?;
     let pkl_name = zip
         .file_names()
         .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
@@ -64,7 +67,9 @@ pub fn read(path: &Path, bytes: &[u8], ema: bool) -> Result<TorchFile> {
     let mut records: HashMap<String, Vec<u8>> = HashMap::new();
     let mut tensors = StateDict::new();
     for (k, v) in items {
-        let (Some(key), Value::Tensor(t)) = (k.as_str(), v) else { continue };
+        let (Some(key), Value::Tensor(t)) = (k.as_str(), v) else {
+            continue;
+        };
         if key.ends_with("num_batches_tracked") {
             continue;
         }
@@ -74,15 +79,29 @@ pub fn read(path: &Path, bytes: &[u8], ema: bool) -> Result<TorchFile> {
             records.insert(t.storage.clone(), rec);
         }
         let data = gather(&records[&t.storage], t).map_err(|e| fmt(format!("tensor '{key}': {e}")))?;
-        tensors.insert(key.to_string(), HostTensor { shape: t.shape.clone(), data });
+        tensors.insert(
+            key.to_string(),
+            HostTensor {
+                shape: t.shape.clone(),
+                data,
+            },
+        );
     }
     if tensors.is_empty() {
         return Err(fmt(format!("no float tensors found under {source}")));
     }
-    Ok(TorchFile { tensors, source: source.to_string(), has_ema })
+    Ok(TorchFile {
+        tensors,
+        source: source.to_string(),
+        has_ema,
+    })
 }
 
-fn read_entry<R: Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>, name: &str, cap: u64) -> Result<Vec<u8>, String> {
+fn read_entry<R: Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    name: &str,
+    cap: u64,
+) -> Result<Vec<u8>, String> {
     let mut f = zip.by_name(name).map_err(|e| format!("record {name}: {e}"))?;
     if f.size() > cap {
         return Err(format!("record {name} declares {} bytes", f.size()));
@@ -100,14 +119,20 @@ fn read_entry<R: Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>, name: &str,
 
 /// Copies a strided view out of a storage record, converting to f32.
 fn gather(rec: &[u8], t: &TensorRef) -> Result<Vec<f32>, String> {
-    let numel = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("absurd tensor size")?;
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("absurd tensor size")?;
     let es = t.dtype.size();
     // Highest element index touched, checked against the record before allocating.
     let max_index = t
         .shape
         .iter()
         .zip(&t.stride)
-        .try_fold(t.offset, |a, (&d, &s)| a.checked_add(d.saturating_sub(1).checked_mul(s)?))
+        .try_fold(t.offset, |a, (&d, &s)| {
+            a.checked_add(d.saturating_sub(1).checked_mul(s)?)
+        })
         .ok_or("absurd tensor stride")?;
     if numel > 0 && (max_index + 1).checked_mul(es).is_none_or(|n| n > rec.len()) {
         return Err(format!(
