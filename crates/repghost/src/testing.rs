@@ -5,7 +5,7 @@
 //! randomized, statistics are calibrated on a train-mode pass, then perturbed.
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::config::NetConfig;
 use crate::model::Model;
@@ -38,6 +38,9 @@ impl Rng {
 /// Which BatchNorm tensors to touch.
 #[derive(Clone, Copy)]
 enum Phase {
+    /// Conv and linear weights and biases, PyTorch's default ranges (burn's initializers
+    /// draw from a device-wide generator that parallel tests share, so are not repeatable).
+    Weights,
     Affine,
     /// Perturb calibrated statistics.
     Perturb,
@@ -64,7 +67,12 @@ impl ModuleMapper for BnRandomizer {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let leaf = self.path.last().map(String::as_str).unwrap_or("");
         let rng = &mut self.rng;
+        let dims = param.lazy_shape().dims::<D>();
+        let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
+        let bound = 1.0 / (fan_in as f32).sqrt();
         let f: Option<Redraw> = match (self.phase, leaf) {
+            (Phase::Weights, "weight") => Some(Box::new(move |r, _| bound * (2.0 * r.uniform() - 1.0))),
+            (Phase::Weights, "bias") => Some(Box::new(|r, _| 0.1 * (2.0 * r.uniform() - 1.0))),
             (Phase::Affine | Phase::Set, "gamma") => Some(Box::new(|r, _| 0.5 + r.uniform())),
             (Phase::Affine | Phase::Set, "beta") => Some(Box::new(|r, _| 0.1 * r.normal())),
             (Phase::Perturb, "running_var") => Some(Box::new(|r, v| v * (0.8 + 0.45 * r.uniform()))),
@@ -82,34 +90,49 @@ impl ModuleMapper for BnRandomizer {
     }
 }
 
-/// Gives every BatchNorm of `m` random affine parameters and random statistics.
-pub fn randomize_bn<M: Module>(m: M, seed: u64) -> M {
+fn redraw<M: Module>(m: M, seed: u64, phase: Phase) -> M {
     m.map(&mut BnRandomizer {
         path: Vec::new(),
         rng: Rng::new(seed),
-        phase: Phase::Set,
+        phase,
     })
+}
+
+fn redraw_model(m: Model, seed: u64, phase: Phase) -> Model {
+    m.map(&mut BnRandomizer {
+        path: Vec::new(),
+        rng: Rng::new(seed),
+        phase,
+    })
+}
+
+/// Gives `m` repeatable random weights, and every BatchNorm random affine parameters and
+/// statistics (for a single block fed `N(0, 1)` input).
+pub fn randomize<M: Module>(m: M, seed: u64) -> M {
+    redraw(redraw(m, seed, Phase::Weights), seed ^ 0x5EED, Phase::Set)
+}
+
+/// A repeatable `N(0, 1)` batch.
+pub fn normal_input(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
+    let mut rng = Rng::new(seed);
+    let n = shape.iter().product();
+    Tensor::from_data(TensorData::new(rng.vec(n, Rng::normal), shape), device)
 }
 
 /// A random model in train form whose BatchNorm statistics are calibrated on one train-mode
 /// pass over `N(0, 1)` images of `hw × hw`, then perturbed. Returned in inference mode.
 pub fn calibrated(cfg: &NetConfig, seed: u64, hw: usize) -> Model {
     let ad = Device::flex().autodiff();
-    ad.seed(seed);
     let cal = cfg.clone().with_bn_momentum(1.0);
-    let mut model = Model::new(&cal, &ad).map(&mut BnRandomizer {
-        path: Vec::new(),
-        rng: Rng::new(seed),
-        phase: Phase::Affine,
-    });
-    let x = Tensor::<4>::random([8, cfg.in_chans, hw, hw], Distribution::Normal(0.0, 1.0), &ad);
-    let _ = model.forward(x);
+    let model = Model::new(&cal, &ad);
+    let mut model = redraw_model(
+        redraw_model(model, seed, Phase::Weights),
+        seed ^ 0xAFF1,
+        Phase::Affine,
+    );
+    let _ = model.forward(normal_input([8, cfg.in_chans, hw, hw], seed ^ 0xCA1, &ad));
     model = model.valid();
-    model.map(&mut BnRandomizer {
-        path: Vec::new(),
-        rng: Rng::new(seed ^ 0xABCD),
-        phase: Phase::Perturb,
-    })
+    redraw_model(model, seed ^ 0xABCD, Phase::Perturb)
 }
 
 struct CastF64;
@@ -123,5 +146,10 @@ impl ModuleMapper for CastF64 {
 /// The same module computing in f64: separates the arithmetic of a fold from the rounding
 /// of an f32 forward pass.
 pub fn to_f64<M: Module>(m: M) -> M {
+    m.map(&mut CastF64)
+}
+
+/// [`to_f64`] for a [`Model`].
+pub fn model_to_f64(m: Model) -> Model {
     m.map(&mut CastF64)
 }

@@ -1,0 +1,17 @@
+//! Images and datasets for repghost, with no deep-learning dependency: decoding and eval
+//! preprocessing identical to the PyTorch reference (Pillow + torchvision + timm), the
+//! ImageFolder layout, and Fashion-MNIST's IDX files.
+
+pub mod error;
+pub mod folder;
+pub mod idx;
+pub mod image;
+mod jpeg;
+pub mod labels;
+pub mod resize;
+pub mod transform;
+
+pub use crate::image::{decode, Image};
+pub use error::{Error, Result};
+pub use resize::{resize, Interpolation};
+pub use transform::Preprocess;
