@@ -7,7 +7,7 @@ mod device;
 use clap::{Parser, Subcommand};
 
 /// RepGhostNet (Chen et al., arXiv 2211.06088) in Rust: inspect the family, convert official,
-/// timm or native checkpoints to the re-parameterized deploy form, and run predictions.
+/// timm or native checkpoints to the re-parameterized deploy form, classify images, evaluate.
 #[derive(Parser)]
 #[command(name = "repghost", version, about, long_about = None)]
 struct Cli {
@@ -21,8 +21,10 @@ enum Command {
     Info(cmd::info::Args),
     /// Re-parameterize a checkpoint (train or official convert.py form) into deploy weights.
     Convert(cmd::convert::Args),
-    /// Run a model on a preprocessed NCHW float32 .npy batch; print top-K, save logits.
+    /// Classify images (or a preprocessed .npy batch): top-K classes, raw logits.
     Predict(cmd::predict::Args),
+    /// Accuracy, loss and per-class accuracy on an ImageFolder or Fashion-MNIST.
+    Eval(cmd::eval::Args),
 }
 
 fn main() {
@@ -42,6 +44,7 @@ fn main() {
         Command::Info(a) => cmd::info::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Predict(a) => cmd::predict::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
     };
     if let Err(e) = result {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

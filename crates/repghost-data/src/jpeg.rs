@@ -77,7 +77,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Image, String> {
         return Err(format!("corrupt JPEG: {}", h.error()));
     }
     if w <= 0 || ht <= 0 {
-        return Err("JPEG has no pixels".into());
+        return Err("corrupt JPEG: no image dimensions".into());
     }
     let (w, ht) = (w as usize, ht as usize);
     if (w as u64) * (ht as u64) > max_pixels {

@@ -2,6 +2,7 @@
 //! preprocessing identical to the PyTorch reference (Pillow + torchvision + timm), the
 //! ImageFolder layout, and Fashion-MNIST's IDX files.
 
+pub mod dataset;
 pub mod error;
 pub mod folder;
 pub mod idx;

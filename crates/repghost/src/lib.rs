@@ -9,6 +9,7 @@ pub mod error;
 pub mod ghost_module;
 pub mod ghostnet;
 pub mod layers;
+pub mod metrics;
 pub mod net;
 pub mod reparam;
 pub mod variants;

@@ -123,7 +123,7 @@ fn deploy_safetensors_roundtrip_keeps_logits_and_metadata() {
     let deploy = l.model.reparameterize();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("deploy.safetensors");
-    weights::save(&deploy, "repghostnet_050", Form::Deploy, &out).unwrap();
+    weights::save(&deploy, "repghostnet_050", Form::Deploy, None, &out).unwrap();
     let back = weights::load(&out, &LoadOptions::default(), &device).unwrap();
     assert_eq!(back.form, Form::Deploy);
     assert_eq!(back.name, "repghostnet_050");

@@ -111,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
             bail!("deploy form differs from the train form by {rel:.3e} relative; nothing written");
         }
     }
-    weights::save(&deploy, &loaded.name, form, &args.out)
+    weights::save(&deploy, &loaded.name, form, loaded.preprocess.as_ref(), &args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let c = match form {
         Form::Deploy => deploy.count([224, 224]),

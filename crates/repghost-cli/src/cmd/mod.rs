@@ -1,3 +1,5 @@
+pub mod common;
 pub mod convert;
+pub mod eval;
 pub mod info;
 pub mod predict;

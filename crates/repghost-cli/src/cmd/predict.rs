@@ -1,130 +1,223 @@
-//! `repghost predict`: logits and top-K for a preprocessed batch.
+//! `repghost predict`: top-K classes of images (or of a preprocessed `.npy` batch), raw
+//! logits, and the preprocessed batch the model saw.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::{Tensor, TensorData};
 use repghost::npy;
-use repghost::weights::{self, LoadOptions};
+use repghost_data::dataset::{batches, Files};
+use serde_json::json;
 
-use crate::device::{device, DeviceArg};
+use super::common::{self, ModelArgs, PreprocessArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Weights in any supported form (train, official fused, deploy; native, official or timm).
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    pre: PreprocessArgs,
+    /// Images (JPEG, PNG, WebP, BMP, TIFF, GIF) or folders of them (searched recursively, in
+    /// sorted order).
+    #[arg(conflicts_with = "input")]
+    images: Vec<PathBuf>,
+    /// Instead of images: a preprocessed float32/float64 .npy of shape [N, C, H, W].
     #[arg(long)]
-    weights: PathBuf,
-    /// Model name; needed only when the file's metadata and tensor shapes do not decide it.
-    #[arg(long)]
-    model: Option<String>,
-    /// Use the EMA weights (`state_dict_ema`) of a training checkpoint.
-    #[arg(long)]
-    ema: bool,
-    /// Preprocessed input: float32/float64 .npy of shape [N, C, H, W] (NCHW, normalized).
-    #[arg(long)]
-    input: PathBuf,
-    /// Write the raw logits [N, classes] here as float32 .npy.
+    input: Option<PathBuf>,
+    /// Write the raw logits [N, classes] as float32 .npy, one row per input in the order
+    /// given (rows of images that failed to decode are NaN).
     #[arg(long)]
     logits: Option<PathBuf>,
-    /// Classes printed per sample.
+    /// Write the preprocessed batch the model saw, [N, C, S, S] float32 .npy (images only).
+    #[arg(long)]
+    save_input: Option<PathBuf>,
+    /// Classes printed per input.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// Class names, one per line (default: class indices).
+    /// Class names, one per line (default: ImageNet's for 1000-class models, else indices).
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Samples per forward pass.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value = "cpu")]
-    device: DeviceArg,
+    /// Print text lines or one JSON array.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
+enum Format {
+    Text,
+    Json,
+}
+
+const IMAGE_EXT: [&str; 10] = [
+    "jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "ppm", "pgm",
+];
+
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("{}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p
+                .extension()
+                .map(|e| IMAGE_EXT.contains(&e.to_string_lossy().to_lowercase().as_str()))
+                .unwrap_or(false)
+            {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let before = out.len();
+            walk(p, &mut out)?;
+            if out.len() == before {
+                bail!("{}: no images in this folder", p.display());
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    let device = device(args.device)?;
-    let input = npy::read(&args.input)?;
-    let opts = LoadOptions {
-        model: args.model.clone(),
-        ema: args.ema,
-    };
-    let loaded = weights::load(&args.weights, &opts, &device)?;
-    let model = loaded.model.valid();
-    let cfg = model.config().clone();
-    let [n, c, h, w]: [usize; 4] = input.shape.clone().try_into().map_err(|_| {
-        anyhow::anyhow!(
-            "{}: expected a 4-d [N, C, H, W] array, got shape {:?}",
-            args.input.display(),
-            input.shape
-        )
-    })?;
-    if c != cfg.in_chans || n == 0 || h == 0 || w == 0 {
-        bail!(
-            "{}: shape {:?} does not fit {} (expects [N>0, {}, H>0, W>0])",
-            args.input.display(),
-            input.shape,
-            loaded.name,
-            cfg.in_chans
-        );
-    }
-    if let Some(i) = input.data.iter().position(|v| !v.is_finite()) {
-        bail!("{}: element {i} is NaN or infinite", args.input.display());
-    }
-    let labels = match &args.labels {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading labels {}", p.display()))?;
-            let l: Vec<String> = text.lines().map(str::to_string).collect();
-            if l.len() != cfg.num_classes {
-                bail!(
-                    "{}: {} labels for a model with {} classes",
-                    p.display(),
-                    l.len(),
-                    cfg.num_classes
-                );
-            }
-            Some(l)
-        }
-        None => None,
-    };
+    let runner = common::load(&args.model)?;
+    let cfg = runner.model.config().clone();
+    let names = runner.class_names(args.labels.as_ref())?;
+    let nc = cfg.num_classes;
+    let mut rows: Vec<(String, Option<Vec<f32>>)> = Vec::new();
+    let mut seen_inputs: Vec<f32> = Vec::new();
+    let mut input_shape = [0usize; 4];
+    let mut failures = 0usize;
 
-    let per = c * h * w;
-    let mut logits = Vec::with_capacity(n * cfg.num_classes);
-    for start in (0..n).step_by(args.batch_size) {
-        let b = args.batch_size.min(n - start);
-        let chunk = input.data[start * per..(start + b) * per].to_vec();
-        let x = Tensor::<4>::from_data(TensorData::new(chunk, [b, c, h, w]), &device);
-        let y = model.forward(x).into_data().convert::<f32>();
-        logits.extend(
-            y.try_to_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?,
-        );
+    if let Some(path) = &args.input {
+        let input = npy::read(path)?;
+        let [n, c, h, w]: [usize; 4] = input.shape.clone().try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "{}: expected a 4-d [N, C, H, W] array, got shape {:?}",
+                path.display(),
+                input.shape
+            )
+        })?;
+        if c != cfg.in_chans || n == 0 || h == 0 || w == 0 {
+            bail!(
+                "{}: shape {:?} does not fit {} (expects [N>0, {}, H>0, W>0])",
+                path.display(),
+                input.shape,
+                runner.loaded.name,
+                cfg.in_chans
+            );
+        }
+        if let Some(i) = input.data.iter().position(|v| !v.is_finite()) {
+            bail!("{}: element {i} is NaN or infinite", path.display());
+        }
+        let per = c * h * w;
+        for start in (0..n).step_by(args.model.batch_size) {
+            let b = args.model.batch_size.min(n - start);
+            let logits = runner.logits(input.data[start * per..(start + b) * per].to_vec(), [b, c, h, w])?;
+            for (j, row) in logits.chunks(nc).enumerate() {
+                rows.push((format!("{}", start + j), Some(row.to_vec())));
+            }
+        }
+    } else {
+        if args.images.is_empty() {
+            bail!("give images or folders to classify, or --input X.npy");
+        }
+        let files = expand(&args.images)?;
+        let pre = runner.preprocess(&args.pre)?;
+        let n = files.len();
+        let ds = Arc::new(Files(files.clone()));
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; n];
+        let mut saved: Vec<Option<Vec<f32>>> = vec![None; n];
+        for batch in batches(ds, (0..n).collect(), pre.clone(), args.model.batch_size, 2) {
+            for (name, err) in &batch.failed {
+                eprintln!("error: {name}: {err}");
+                failures += 1;
+            }
+            if batch.labels.is_empty() {
+                continue;
+            }
+            let per = batch.shape[1] * batch.shape[2] * batch.shape[3];
+            if args.save_input.is_some() {
+                for (j, &i) in batch.indices.iter().enumerate() {
+                    saved[i] = Some(batch.inputs[j * per..(j + 1) * per].to_vec());
+                }
+            }
+            let logits = runner.logits(batch.inputs, batch.shape)?;
+            for (j, &i) in batch.indices.iter().enumerate() {
+                out[i] = Some(logits[j * nc..(j + 1) * nc].to_vec());
+            }
+        }
+        input_shape = [n, pre.channels, pre.img_size, pre.img_size];
+        if args.save_input.is_some() {
+            let per = pre.channels * pre.img_size * pre.img_size;
+            for s in saved {
+                seen_inputs.extend(s.unwrap_or_else(|| vec![f32::NAN; per]));
+            }
+        }
+        rows = files.iter().map(|f| f.display().to_string()).zip(out).collect();
     }
-    let k = args.top.min(cfg.num_classes);
-    for (i, row) in logits.chunks(cfg.num_classes).enumerate() {
+
+    let k = args.top.min(nc);
+    let mut json_rows = Vec::new();
+    for (name, logits) in &rows {
+        let Some(row) = logits else { continue };
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let exp: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
         let sum: f64 = exp.iter().sum();
         let mut idx: Vec<usize> = (0..row.len()).collect();
         idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        let top: Vec<String> = idx[..k]
-            .iter()
-            .map(|&j| {
-                let name = labels.as_ref().map_or_else(|| j.to_string(), |l| l[j].clone());
-                format!("{name} {:.4}", exp[j] / sum)
-            })
-            .collect();
-        println!("{i}: {}", top.join(", "));
+        let top: Vec<(usize, f64)> = idx[..k].iter().map(|&j| (j, exp[j] / sum)).collect();
+        match args.format {
+            Format::Text => {
+                let t: Vec<String> = top.iter().map(|&(j, p)| format!("{} {p:.4}", names[j])).collect();
+                println!("{name}: {}", t.join(", "));
+            }
+            Format::Json => json_rows.push(json!({
+                "input": name,
+                "top": top.iter().map(|&(j, p)| json!({"index": j, "class": names[j], "prob": p})).collect::<Vec<_>>(),
+            })),
+        }
+    }
+    if args.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&json_rows)?);
     }
     if let Some(out) = &args.logits {
-        let arr = npy::Array {
-            shape: vec![n, cfg.num_classes],
-            data: logits,
-        };
-        npy::write(out, &arr).with_context(|| format!("writing {}", out.display()))?;
-        eprintln!("wrote logits [{n}, {}] to {}", cfg.num_classes, out.display());
+        let data: Vec<f32> = rows
+            .iter()
+            .flat_map(|(_, l)| l.clone().unwrap_or_else(|| vec![f32::NAN; nc]))
+            .collect();
+        npy::write(
+            out,
+            &npy::Array {
+                shape: vec![rows.len(), nc],
+                data,
+            },
+        )?;
+        eprintln!("wrote logits [{}, {nc}] to {}", rows.len(), out.display());
+    }
+    if let Some(out) = &args.save_input {
+        if args.input.is_some() {
+            bail!("--save-input applies to images, not to an --input .npy");
+        }
+        npy::write(
+            out,
+            &npy::Array {
+                shape: input_shape.to_vec(),
+                data: seen_inputs,
+            },
+        )?;
+        eprintln!("wrote preprocessed input {:?} to {}", input_shape, out.display());
+    }
+    if failures > 0 {
+        bail!("{failures} of {} images could not be decoded", rows.len());
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use super::{apply_state_dict, state_dict, torch, Form, StateDict};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::variants::resolve;
+use repghost_data::Preprocess;
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -28,6 +29,8 @@ pub struct Loaded {
     /// Where the weights came from inside the file.
     pub source: String,
     pub has_ema: bool,
+    /// The preprocessing recorded with native weights; `None` for imported checkpoints.
+    pub preprocess: Option<Preprocess>,
 }
 
 /// Reads a native or timm `.safetensors`, an official `.pth`/`.pth.tar` training checkpoint,
@@ -121,21 +124,31 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
         model: format!("{name} ({} form)", form.as_str()),
         details: p.join("; "),
     })?;
+    let preprocess = meta.and_then(|m| m.preprocess);
     Ok(Loaded {
         model,
         name,
         form,
         source,
         has_ema,
+        preprocess,
     })
 }
 
-/// Writes `model` as native safetensors (crash-safe: temp file + rename).
-pub fn save(model: &Model, name: &str, form: Form, path: &Path) -> Result<()> {
+/// Writes `model` as native safetensors (crash-safe: temp file + rename), recording the
+/// preprocessing its inputs need.
+pub fn save(
+    model: &Model,
+    name: &str,
+    form: Form,
+    preprocess: Option<&Preprocess>,
+    path: &Path,
+) -> Result<()> {
     let meta = Meta {
         model: name.to_string(),
         config: model.config().clone(),
         form,
+        preprocess: preprocess.cloned(),
     };
     let bytes = safetensors_io::to_bytes(&state_dict(model, form), &meta)?;
     crate::fsutil::write_atomic(path, &bytes)

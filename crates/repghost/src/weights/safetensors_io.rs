@@ -10,6 +10,7 @@ use safetensors::SafeTensors;
 use super::{Form, HostTensor, StateDict};
 use crate::config::NetConfig;
 use crate::error::{Error, Result};
+use repghost_data::Preprocess;
 
 /// What our metadata records. Files written by timm have none of it.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +18,8 @@ pub struct Meta {
     pub model: String,
     pub config: NetConfig,
     pub form: Form,
+    /// How images were turned into input when the model was trained (absent: ImageNet's).
+    pub preprocess: Option<Preprocess>,
 }
 
 pub fn read(path: &Path, bytes: &[u8]) -> Result<(StateDict, Option<Meta>)> {
@@ -58,10 +61,17 @@ fn parse_meta(m: &HashMap<String, String>) -> Result<Meta, String> {
         "deploy" => Form::Deploy,
         f => return Err(format!("metadata names unknown form '{f}'")),
     };
+    let preprocess = match m.get("preprocess") {
+        Some(p) => {
+            Some(serde_json::from_str(p).map_err(|e| format!("metadata 'preprocess' is not valid ({e})"))?)
+        }
+        None => None,
+    };
     Ok(Meta {
         model: get("model")?.clone(),
         config,
         form,
+        preprocess,
     })
 }
 
@@ -101,6 +111,12 @@ pub fn to_bytes(sd: &StateDict, meta: &Meta) -> Result<Vec<u8>> {
         "config".to_string(),
         serde_json::to_string(&meta.config).map_err(|e| Error::Invalid(e.to_string()))?,
     );
+    if let Some(p) = &meta.preprocess {
+        md.insert(
+            "preprocess".to_string(),
+            serde_json::to_string(p).map_err(|e| Error::Invalid(e.to_string()))?,
+        );
+    }
     let bufs: Vec<(String, Vec<u8>, Vec<usize>)> = sd
         .iter()
         .map(|(k, t)| {

@@ -1,0 +1,192 @@
+//! `repghost eval`: accuracy of a model on an ImageFolder or on Fashion-MNIST, streamed in
+//! batches (bounded memory) with decoding on all cores.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use repghost::metrics::Accumulator;
+use repghost_data::dataset::{batches, Dataset};
+use repghost_data::folder::ImageFolder;
+use repghost_data::idx::{self, Split};
+
+use super::common::{self, ModelArgs, PreprocessArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    pre: PreprocessArgs,
+    /// An ImageFolder directory (one sub-folder per class; if it holds train/ and val/ or
+    /// test/, the split's folder is used), `fashion-mnist` (the Debian package
+    /// dataset-fashion-mnist), or a folder holding the four Fashion-MNIST IDX files.
+    #[arg(long)]
+    data: String,
+    /// Which split to evaluate.
+    #[arg(long, value_enum, default_value = "test")]
+    split: SplitArg,
+    /// Evaluate the first N samples only.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print a table or one JSON object.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
+enum SplitArg {
+    Test,
+    Train,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn has_idx(dir: &Path) -> bool {
+    ["t10k-images-idx3-ubyte", "train-images-idx3-ubyte"]
+        .iter()
+        .any(|s| dir.join(s).is_file() || dir.join(format!("{s}.gz")).is_file())
+}
+
+/// The dataset named by `--data`.
+pub fn open(data: &str, split: Split) -> Result<Arc<dyn Dataset>> {
+    if data == "fashion-mnist" {
+        return Ok(Arc::new(idx::load(None, split)?));
+    }
+    let root = PathBuf::from(data);
+    if !root.exists() {
+        bail!("{data}: no such directory (give an ImageFolder directory or `fashion-mnist`)");
+    }
+    if has_idx(&root) {
+        return Ok(Arc::new(idx::load(Some(&root), split)?));
+    }
+    let sub: &[&str] = match split {
+        Split::Test => &["val", "test", "validation"],
+        Split::Train => &["train"],
+    };
+    let dir = sub
+        .iter()
+        .map(|s| root.join(s))
+        .find(|p| p.is_dir())
+        .unwrap_or(root);
+    Ok(Arc::new(ImageFolder::open(&dir)?))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let runner = common::load(&args.model)?;
+    let pre = runner.preprocess(&args.pre)?;
+    let split = if args.split == SplitArg::Train {
+        Split::Train
+    } else {
+        Split::Test
+    };
+    let ds = open(&args.data, split)?;
+    let classes = ds.classes();
+    let nc = runner.model.config().num_classes;
+    if classes.len() > nc {
+        bail!(
+            "{}: {} classes but the model has only {nc} outputs",
+            args.data,
+            classes.len()
+        );
+    }
+    let n = args.limit.map_or(ds.len(), |l| l.min(ds.len()));
+    if n == 0 {
+        bail!("{}: nothing to evaluate", args.data);
+    }
+
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(n as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("valid template"),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let start = Instant::now();
+    let mut acc = Accumulator::new(classes.len());
+    let mut failed = Vec::new();
+    let mut done = 0usize;
+    let mut next_log = n / 10;
+    for batch in batches(ds.clone(), (0..n).collect(), pre, args.model.batch_size, 3) {
+        failed.extend(batch.failed);
+        done += batch.labels.len() + batch.indices.len().saturating_sub(batch.labels.len());
+        if !batch.labels.is_empty() {
+            let labels = batch.labels.clone();
+            let logits = runner.logits(batch.inputs, batch.shape)?;
+            acc.update(&logits, &labels);
+        }
+        let r = acc.report(&classes);
+        let msg = format!("top-1 {:.2}%", 100.0 * r.top1);
+        match &bar {
+            Some(b) => {
+                b.set_position(done as u64 + failed.len() as u64);
+                b.set_message(msg);
+            }
+            None if done >= next_log => {
+                eprintln!(
+                    "{done}/{n} images, {msg}, {:.1} images/s",
+                    done as f64 / start.elapsed().as_secs_f64()
+                );
+                next_log = done + n / 10;
+            }
+            None => {}
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let r = acc.report(&classes);
+    let rate = r.images as f64 / secs;
+    match args.format {
+        Format::Json => {
+            let mut v = serde_json::to_value(&r)?;
+            v["images_per_second"] = rate.into();
+            v["failed"] = failed
+                .iter()
+                .map(|(f, e)| format!("{f}: {e}"))
+                .collect::<Vec<_>>()
+                .into();
+            v["model"] = runner.loaded.name.clone().into();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Text => {
+            println!("{} on {} ({} images)", runner.loaded.name, args.data, r.images);
+            println!(
+                "top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  {:.1} images/s",
+                100.0 * r.top1,
+                100.0 * r.top5,
+                r.loss,
+                rate
+            );
+            if r.per_class.len() <= 100 {
+                for c in &r.per_class {
+                    println!(
+                        "  {:<24} {:>6} images  top-1 {:.2}%",
+                        c.class,
+                        c.images,
+                        100.0 * c.top1
+                    );
+                }
+            }
+        }
+    }
+    for (f, e) in &failed {
+        eprintln!("error: {f}: {e}");
+    }
+    if !failed.is_empty() {
+        bail!("{} images could not be decoded and were left out", failed.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Classification metrics accumulated over batches: top-1, top-5, mean cross-entropy and
+//! per-class accuracy, as the reference's validation loop reports them.
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default)]
+pub struct Accumulator {
+    n: usize,
+    top1: usize,
+    top5: usize,
+    loss: f64,
+    /// (correct, total) per class.
+    per_class: Vec<(usize, usize)>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ClassAccuracy {
+    pub class: String,
+    pub images: usize,
+    pub top1: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    pub images: usize,
+    pub top1: f64,
+    pub top5: f64,
+    /// Mean cross-entropy of the logits (natural log).
+    pub loss: f64,
+    pub per_class: Vec<ClassAccuracy>,
+}
+
+impl Accumulator {
+    pub fn new(num_labels: usize) -> Self {
+        Accumulator {
+            per_class: vec![(0, 0); num_labels],
+            ..Default::default()
+        }
+    }
+
+    /// `logits` is `[labels.len(), num_classes]` row-major.
+    pub fn update(&mut self, logits: &[f32], labels: &[usize]) {
+        if labels.is_empty() {
+            return;
+        }
+        let k = logits.len() / labels.len();
+        for (row, &y) in logits.chunks_exact(k).zip(labels) {
+            let target = row[y];
+            // Rank of the target; ties count against it, as torch.topk would order them.
+            let better = row.iter().filter(|&&v| v > target).count();
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+            let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+            self.loss += lse - target as f64;
+            self.n += 1;
+            self.top1 += (better == 0) as usize;
+            self.top5 += (better < 5) as usize;
+            if y >= self.per_class.len() {
+                self.per_class.resize(y + 1, (0, 0));
+            }
+            self.per_class[y].0 += (better == 0) as usize;
+            self.per_class[y].1 += 1;
+        }
+    }
+
+    pub fn report(&self, class_names: &[String]) -> Report {
+        let n = self.n.max(1) as f64;
+        Report {
+            images: self.n,
+            top1: self.top1 as f64 / n,
+            top5: self.top5 as f64 / n,
+            loss: self.loss / n,
+            per_class: self
+                .per_class
+                .iter()
+                .enumerate()
+                .map(|(i, &(c, t))| ClassAccuracy {
+                    class: class_names.get(i).cloned().unwrap_or_else(|| i.to_string()),
+                    images: t,
+                    top1: c as f64 / t.max(1) as f64,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_top1_top5_and_cross_entropy() {
+        let mut a = Accumulator::new(2);
+        // 6 classes; sample 0 (label 0) is right; sample 1 (label 1) ranks 6th.
+        let logits = [5.0, 1.0, 0.0, 0.0, 0.0, 0.0, 9.0, -1.0, 3.0, 2.0, 4.0, 5.0];
+        a.update(&logits, &[0, 1]);
+        let r = a.report(&["a".into(), "b".into()]);
+        assert_eq!((r.top1, r.top5), (0.5, 0.5));
+        let ce0 = -(5f64.exp() / (5f64.exp() + 1f64.exp() + 4.0)).ln();
+        let row1 = [9.0f64, -1.0, 3.0, 2.0, 4.0, 5.0];
+        let ce1 = -((-1f64).exp() / row1.iter().map(|v| v.exp()).sum::<f64>()).ln();
+        assert!((r.loss - (ce0 + ce1) / 2.0).abs() < 1e-9);
+        assert_eq!(r.per_class[1].top1, 0.0);
+    }
+}
