@@ -1,0 +1,40 @@
+//! Activations applied in kernel epilogues.
+
+/// The ghost modules' activation (the rest of the net uses ReLU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    Relu,
+    Relu6,
+    LeakyRelu,
+    HardSwish,
+}
+
+impl Act {
+    pub fn from_name(s: &str) -> Option<Act> {
+        Some(match s {
+            "relu" => Act::Relu,
+            "relu6" => Act::Relu6,
+            "leakyrelu" => Act::LeakyRelu,
+            "hardswish" => Act::HardSwish,
+            _ => return None,
+        })
+    }
+
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Act::None => x,
+            Act::Relu => x.max(0.0),
+            Act::Relu6 => x.clamp(0.0, 6.0),
+            Act::LeakyRelu => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    0.01 * x
+                }
+            }
+            Act::HardSwish => x * ((x + 3.0).clamp(0.0, 6.0) / 6.0),
+        }
+    }
+}

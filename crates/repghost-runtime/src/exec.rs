@@ -1,0 +1,260 @@
+//! Running a [`Model`]: a workspace planned once per (batch, height, width) so that
+//! inference allocates nothing, five activation buffers rotated through each bottleneck,
+//! residual adds accumulated in place.
+
+use crate::error::{Error, Result};
+use crate::kernels::depthwise::Shape;
+use crate::kernels::View;
+use crate::model::{Block, Ghost, Model, Shortcut, FEATURE_STAGES};
+
+/// Memory layout of the caller's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `[n, c, h, w]`, PyTorch's.
+    Nchw,
+    /// `[n, h, w, c]`.
+    Nhwc,
+}
+
+/// An NHWC feature map.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureMap {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub stride: usize,
+    pub data: Vec<f32>,
+}
+
+/// Everything one inference writes, sized for one input shape. Make one per thread.
+pub struct Workspace {
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Threads for the 1×1 convolutions (the gemm crate's rayon parallelism).
+    pub threads: usize,
+    bufs: [Vec<f32>; 5],
+    scratch: Vec<f32>,
+    pooled: Vec<f32>,
+    hidden: Vec<f32>,
+    logits: Vec<f32>,
+    features: Vec<FeatureMap>,
+}
+
+impl Model {
+    /// A workspace for `batch` images of `height × width`.
+    pub fn workspace(&self, batch: usize, height: usize, width: usize) -> Result<Workspace> {
+        if batch == 0 || height == 0 || width == 0 {
+            return Err(Error::Input(format!("empty input shape {batch}x{height}x{width}")));
+        }
+        let (mut h, mut w) = self.stem.out_hw(height, width);
+        let mut most = h * w * self.stem.cout;
+        let mut widest = self.stem.cout;
+        let mut features = Vec::new();
+        let mut stride = height.div_ceil(h).max(1);
+        for (i, b) in self.blocks.iter().enumerate() {
+            let mid = b.ghost1.out_channels();
+            most = most.max(h * w * mid.max(b.ghost1.primary.cout));
+            if let Some(dw) = &b.dw {
+                (h, w) = dw.out_hw(h, w);
+                stride *= 2;
+            }
+            let out = b.ghost2.out_channels();
+            most = most.max(h * w * out.max(b.ghost2.primary.cout).max(b.ghost1.primary.cin));
+            widest = widest.max(mid).max(out);
+            if let Some(k) = FEATURE_STAGES.iter().position(|&s| self.stage_ends[s] == i) {
+                let _ = k;
+                features.push(FeatureMap { n: batch, h, w, c: out, stride, data: vec![0.0; batch * h * w * out] });
+            }
+        }
+        most = most.max(h * w * self.final_conv.cout);
+        widest = widest.max(self.final_conv.cout);
+        let size = batch * most;
+        Ok(Workspace {
+            batch,
+            height,
+            width,
+            threads: 1,
+            bufs: std::array::from_fn(|_| vec![0.0; size]),
+            scratch: vec![0.0; 2 * widest + 64],
+            pooled: vec![0.0; batch * self.final_conv.cout],
+            hidden: vec![0.0; batch * self.conv_head.cout],
+            logits: vec![0.0; batch * self.num_classes],
+            features,
+        })
+    }
+
+    #[doc(hidden)]
+    /// Fills every buffer with NaN, so that a test can prove each output was written.
+    pub fn poison(&self, ws: &mut Workspace) {
+        for b in ws.bufs.iter_mut() {
+            b.fill(f32::NAN);
+        }
+        for v in [&mut ws.pooled, &mut ws.hidden, &mut ws.logits, &mut ws.scratch] {
+            v.fill(f32::NAN);
+        }
+        for f in ws.features.iter_mut() {
+            f.data.fill(f32::NAN);
+        }
+    }
+
+    fn check(&self, ws: &Workspace, input: &[f32]) -> Result<()> {
+        let want = ws.batch * self.in_chans * ws.height * ws.width;
+        if input.len() != want {
+            return Err(Error::Input(format!(
+                "input has {} values; the workspace expects {}x{}x{}x{} = {want}",
+                input.len(),
+                ws.batch,
+                self.in_chans,
+                ws.height,
+                ws.width
+            )));
+        }
+        if input.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Input("input holds NaN or infinite values".into()));
+        }
+        Ok(())
+    }
+
+    /// Logits `[batch, num_classes]` of an input of the workspace's shape.
+    pub fn run<'w>(&self, ws: &'w mut Workspace, input: &[f32], layout: Layout) -> Result<&'w [f32]> {
+        self.check(ws, input)?;
+        let (cur, h, w, ch) = self.body(ws, input, layout, false);
+        let n = ws.batch;
+        let fin = self.final_conv.cout;
+        let out = other(cur, cur);
+        {
+            let (src, dst) = pair(&mut ws.bufs, cur, out);
+            self.final_conv.run(n * h * w, View::new(src, ch, 0), dst, fin, 0, false, ws.threads);
+        }
+        let hw = h * w;
+        let maps = &ws.bufs[out];
+        for img in 0..n {
+            let pooled = &mut ws.pooled[img * fin..(img + 1) * fin];
+            pooled.fill(0.0);
+            for p in 0..hw {
+                let row = &maps[(img * hw + p) * fin..(img * hw + p + 1) * fin];
+                pooled.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+            }
+            let inv = 1.0 / hw as f32;
+            pooled.iter_mut().for_each(|a| *a *= inv);
+        }
+        let hid = self.conv_head.cout;
+        self.conv_head.run(n, View::new(&ws.pooled, fin, 0), &mut ws.hidden, hid, 0, false, ws.threads);
+        let nc = self.num_classes;
+        self.classifier.run(n, View::new(&ws.hidden, hid, 0), &mut ws.logits, nc, 0, false, ws.threads);
+        Ok(&ws.logits)
+    }
+
+    /// The stride-8, -16 and -32 feature maps (NHWC) for detection backbones.
+    pub fn features<'w>(&self, ws: &'w mut Workspace, input: &[f32], layout: Layout) -> Result<&'w [FeatureMap]> {
+        self.check(ws, input)?;
+        self.body(ws, input, layout, true);
+        Ok(&ws.features)
+    }
+
+    /// Stem and bottlenecks; returns (buffer, h, w, channels) of the last block's output.
+    fn body(&self, ws: &mut Workspace, input: &[f32], layout: Layout, features: bool) -> (usize, usize, usize, usize) {
+        let n = ws.batch;
+        let (mut h, mut w) = self.stem.out_hw(ws.height, ws.width);
+        self.stem.run(n, ws.height, ws.width, input, layout == Layout::Nchw, &mut ws.bufs[0]);
+        let (mut cur, mut ch) = (0, self.stem.cout);
+        let mut k = 0;
+        for (i, b) in self.blocks.iter().enumerate() {
+            (cur, h, w, ch) = block(b, ws, cur, n, h, w, ch);
+            if features && FEATURE_STAGES.iter().any(|&s| self.stage_ends[s] == i) {
+                let len = n * h * w * ch;
+                ws.features[k].data.copy_from_slice(&ws.bufs[cur][..len]);
+                k += 1;
+            }
+        }
+        (cur, h, w, ch)
+    }
+}
+
+/// Some buffer index other than `a` and `b`.
+fn other(a: usize, b: usize) -> usize {
+    (0..5).find(|&i| i != a && i != b).expect("five buffers")
+}
+
+/// `bufs[r]` to read and `bufs[w]` to write.
+fn pair(bufs: &mut [Vec<f32>; 5], r: usize, w: usize) -> (&[f32], &mut [f32]) {
+    assert_ne!(r, w, "a kernel cannot read and write one buffer");
+    if r < w {
+        let (a, b) = bufs.split_at_mut(w);
+        (&a[r], &mut b[0])
+    } else {
+        let (a, b) = bufs.split_at_mut(r);
+        (&b[0], &mut a[w])
+    }
+}
+
+/// One bottleneck. Input in `bufs[x]`; returns where its output went and its shape.
+#[allow(clippy::too_many_arguments)]
+fn block(b: &Block, ws: &mut Workspace, x: usize, n: usize, h: usize, w: usize, cin: usize) -> (usize, usize, usize, usize) {
+    let mut free = (0..5).filter(|&i| i != x);
+    let (p, q, r, s) = (
+        free.next().expect("5 buffers"),
+        free.next().expect("5 buffers"),
+        free.next().expect("5 buffers"),
+        free.next().expect("5 buffers"),
+    );
+    let threads = ws.threads;
+    let mid = b.ghost1.out_channels();
+    ghost(&b.ghost1, ws, x, cin, p, q, Shape { n, h, w }, false);
+    let (mut t, mut oh, mut ow) = (q, h, w);
+    if let Some(dw) = &b.dw {
+        let (src, dst) = pair(&mut ws.bufs, q, p);
+        dw.run(mid, Shape { n, h, w }, View::new(src, mid, 0), dst, mid, 0, false);
+        (t, (oh, ow)) = (p, dw.out_hw(h, w));
+    }
+    if let Some(se) = &b.se {
+        se.run(n, oh * ow, &mut ws.bufs[t], mid, &mut ws.scratch);
+    }
+    let cout = b.ghost2.out_channels();
+    // The residual is summed in place: ghost2 accumulates into the buffer that holds it.
+    let (target, accumulate) = match &b.shortcut {
+        Shortcut::Proj { dw, pw } => {
+            let (src, dst) = pair(&mut ws.bufs, x, r);
+            dw.run(cin, Shape { n, h, w }, View::new(src, cin, 0), dst, cin, 0, false);
+            let (src, dst) = pair(&mut ws.bufs, r, s);
+            pw.run(n * oh * ow, View::new(src, cin, 0), dst, cout, 0, false, threads);
+            (s, true)
+        }
+        Shortcut::Identity => (x, true),
+        Shortcut::None => (s, false),
+    };
+    let u = if t == p { q } else { p };
+    ghost(&b.ghost2, ws, t, mid, u, target, Shape { n, h: oh, w: ow }, accumulate);
+    (target, oh, ow, cout)
+}
+
+/// A ghost module from `bufs[src]` (`cin` channels) into `bufs[dst]`, through `bufs[tmp]`.
+#[allow(clippy::too_many_arguments)]
+fn ghost(g: &Ghost, ws: &mut Workspace, src: usize, cin: usize, tmp: usize, dst: usize, s: Shape, accumulate: bool) {
+    let m = s.n * s.h * s.w;
+    let init = g.primary.cout;
+    let out = g.out_channels();
+    {
+        let (a, b) = pair(&mut ws.bufs, src, tmp);
+        g.primary.run(m, View::new(a, cin, 0), b, init, 0, false, ws.threads);
+    }
+    let (a, b) = pair(&mut ws.bufs, tmp, dst);
+    match g.concat {
+        None => g.cheap.run(out, s, View::new(a, init, 0), b, out, 0, accumulate),
+        Some(out) => {
+            // GhostNet: the concatenation is a copy of the primary output next to the cheap one.
+            g.cheap.run(out - init, s, View::new(a, init, 0), b, out, init, accumulate);
+            for px in 0..m {
+                let from = &a[px * init..(px + 1) * init];
+                let to = &mut b[px * out..px * out + init];
+                if accumulate {
+                    to.iter_mut().zip(from).for_each(|(t, &f)| *t += f);
+                } else {
+                    to.copy_from_slice(from);
+                }
+            }
+        }
+    }
+}

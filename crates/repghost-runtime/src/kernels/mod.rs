@@ -1,0 +1,22 @@
+//! The compute kernels, on NHWC maps whose rows (pixels) may be wider than the channels a
+//! kernel touches (`ld`), so that concatenation is free: two kernels write disjoint channel
+//! ranges of one buffer.
+
+pub mod depthwise;
+pub mod pointwise;
+pub mod se;
+pub mod stem;
+
+/// A read-only NHWC view: pixel `p`, channel `c` at `data[p * ld + off + c]`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub ld: usize,
+    pub off: usize,
+}
+
+impl<'a> View<'a> {
+    pub fn new(data: &'a [f32], ld: usize, off: usize) -> Self {
+        View { data, ld, off }
+    }
+}

@@ -1,0 +1,85 @@
+//! 1×1 convolution as a GEMM (`[pixels, cin] × [cin, cout]`, the gemm crate's packed
+//! AVX-512/AVX2 kernels) followed by one fused epilogue pass: bias, activation, residual add.
+
+use super::View;
+use crate::act::Act;
+use crate::simd::multiversion;
+
+pub struct Pointwise {
+    pub cin: usize,
+    pub cout: usize,
+    /// `[cin][cout]` row-major.
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub act: Act,
+}
+
+impl Pointwise {
+    /// From a PyTorch `[cout, cin, 1, 1]` weight.
+    pub fn new(w: &[f32], cout: usize, cin: usize, b: Vec<f32>, act: Act) -> Self {
+        let mut t = vec![0.0; cin * cout];
+        for o in 0..cout {
+            for i in 0..cin {
+                t[i * cout + o] = w[o * cin + i];
+            }
+        }
+        Pointwise { cin, cout, w: t, b, act }
+    }
+
+    /// `dst[p, off..off+cout] = act(src[p, ..cin] · W + b)` for `m` pixels; with
+    /// `accumulate` (no activation) the result is added to what `dst` holds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(&self, m: usize, src: View, dst: &mut [f32], ld_dst: usize, off_dst: usize, accumulate: bool, threads: usize) {
+        let (k, n) = (self.cin, self.cout);
+        if m == 0 {
+            return;
+        }
+        assert!(src.off + k <= src.ld && src.data.len() >= (m - 1) * src.ld + src.off + k, "pointwise src too small");
+        assert!(off_dst + n <= ld_dst && dst.len() >= (m - 1) * ld_dst + off_dst + n, "pointwise dst too small");
+        assert!(!accumulate || self.act == Act::None, "accumulate applies to linear layers only");
+        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        // SAFETY: the asserts above bound every row and column the GEMM reads or writes.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr().add(off_dst),
+                1,
+                ld_dst as isize,
+                accumulate,
+                src.data.as_ptr().add(src.off),
+                1,
+                src.ld as isize,
+                self.w.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+        epilogue(m, n, &self.b, self.act, dst, ld_dst, off_dst);
+    }
+}
+
+multiversion! {
+    #[allow(clippy::too_many_arguments)]
+    fn epilogue(m: usize, n: usize, b: &[f32], act: Act, dst: &mut [f32], ld: usize, off: usize) => epilogue_body
+}
+
+#[inline(always)]
+fn epilogue_body<const FMA: bool>(m: usize, n: usize, b: &[f32], act: Act, dst: &mut [f32], ld: usize, off: usize) {
+    let b = &b[..n];
+    for p in 0..m {
+        let row = &mut dst[p * ld + off..p * ld + off + n];
+        match act {
+            Act::None => row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb),
+            Act::Relu => row.iter_mut().zip(b).for_each(|(v, &bb)| *v = (*v + bb).max(0.0)),
+            _ => row.iter_mut().zip(b).for_each(|(v, &bb)| *v = act.apply(*v + bb)),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! A dependency-light CPU engine for deploy-form RepGhostNet and GhostNet (no deep-learning
+//! framework): it loads the re-parameterized weights that `repghost convert` writes and runs
+//! the fused graph — NHWC maps, 1×1 convs as GEMMs (the gemm crate) with fused bias and
+//! activation, hand-vectorized depthwise kernels with fused bias, activation and residual
+//! add, SE in place, and a workspace planned once so that inference allocates nothing.
+//!
+//! ```no_run
+//! use repghost_runtime::{Layout, Model};
+//! let model = Model::load("deploy.safetensors".as_ref())?;
+//! let mut ws = model.workspace(1, 224, 224)?;       // one per thread
+//! let image = vec![0.0f32; 3 * 224 * 224];          // normalized, NCHW
+//! let logits = model.run(&mut ws, &image, Layout::Nchw)?;
+//! # Ok::<(), repghost_runtime::Error>(())
+//! ```
+
+pub mod act;
+pub mod error;
+mod exec;
+pub mod kernels;
+pub mod model;
+mod simd;
+
+pub use error::{Error, Result};
+pub use exec::{FeatureMap, Layout, Workspace};
+pub use model::Model;
+pub use simd::{level as simd_level, Level as SimdLevel};

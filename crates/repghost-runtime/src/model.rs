@@ -1,0 +1,293 @@
+//! The deploy-form network as this engine holds it, built from native deploy safetensors
+//! (as written by `repghost convert`). The structure is read from the tensor names and
+//! shapes: a bottleneck is strided exactly when it has a `conv_dw`, has SE when it has
+//! `se.*`, and projects its shortcut when it has `shortcut.*`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::SafeTensors;
+
+use crate::act::Act;
+use crate::error::{Error, Result};
+use crate::kernels::depthwise::Depthwise;
+use crate::kernels::pointwise::Pointwise;
+use crate::kernels::se::Se;
+use crate::kernels::stem::Stem;
+
+/// A ghost module: `primary` 1×1 conv, then the `cheap` depthwise conv on its output, joined
+/// by addition (RepGhost, already folded into `cheap`) or by concatenation (GhostNet).
+pub struct Ghost {
+    pub primary: Pointwise,
+    pub cheap: Depthwise,
+    /// GhostNet: output channels of the concatenation (primary ++ cheap, sliced).
+    pub concat: Option<usize>,
+}
+
+impl Ghost {
+    pub fn out_channels(&self) -> usize {
+        self.concat.unwrap_or(self.cheap.c)
+    }
+    /// Channels of the cheap op that survive the slice.
+    pub fn cheap_channels(&self) -> usize {
+        match self.concat {
+            Some(out) => out - self.primary.cout,
+            None => self.cheap.c,
+        }
+    }
+}
+
+pub enum Shortcut {
+    /// The "wo" ablation: no identity path.
+    None,
+    Identity,
+    Proj { dw: Depthwise, pw: Pointwise },
+}
+
+pub struct Block {
+    pub ghost1: Ghost,
+    pub dw: Option<Depthwise>,
+    pub se: Option<Se>,
+    pub ghost2: Ghost,
+    pub shortcut: Shortcut,
+}
+
+/// A loaded network. `Send + Sync`: run it from many threads, each with its own workspace.
+pub struct Model {
+    pub name: String,
+    pub in_chans: usize,
+    pub num_classes: usize,
+    pub stem: Stem,
+    pub blocks: Vec<Block>,
+    /// Index of the last block of each stage.
+    pub stage_ends: Vec<usize>,
+    pub final_conv: Pointwise,
+    pub conv_head: Pointwise,
+    pub classifier: Pointwise,
+}
+
+/// Stages whose outputs are the stride-8, -16 and -32 maps (timm `feature_info`).
+pub const FEATURE_STAGES: [usize; 3] = [3, 5, 7];
+
+struct Tensors<'a> {
+    st: SafeTensors<'a>,
+}
+
+impl Tensors<'_> {
+    fn has(&self, k: &str) -> bool {
+        self.st.tensor(k).is_ok()
+    }
+    fn get(&self, k: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let v = self.st.tensor(k).map_err(|_| Error::Model(format!("missing tensor '{k}'")))?;
+        if v.dtype() != safetensors::Dtype::F32 {
+            return Err(Error::Model(format!("tensor '{k}' is {:?}, expected F32", v.dtype())));
+        }
+        let data: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        if data.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Model(format!("tensor '{k}' holds NaN or infinite values")));
+        }
+        Ok((data, v.shape().to_vec()))
+    }
+    /// A conv weight `[o, i, k, k]` and its bias `[o]`.
+    fn conv(&self, prefix: &str) -> Result<(Vec<f32>, [usize; 4], Vec<f32>)> {
+        let (w, s) = self.get(&format!("{prefix}.weight"))?;
+        let shape: [usize; 4] =
+            s.as_slice().try_into().map_err(|_| Error::Model(format!("'{prefix}.weight' is not 4-d: {s:?}")))?;
+        let (b, bs) = self.get(&format!("{prefix}.bias"))?;
+        if bs != [shape[0]] || shape[2] != shape[3] {
+            return Err(Error::Model(format!("'{prefix}' has weight {s:?} and bias {bs:?}")));
+        }
+        Ok((w, shape, b))
+    }
+    fn pointwise(&self, prefix: &str, act: Act) -> Result<Pointwise> {
+        let (w, s, b) = self.conv(prefix)?;
+        if s[2] != 1 {
+            return Err(Error::Model(format!("'{prefix}' should be 1x1, is {s:?}")));
+        }
+        Ok(Pointwise::new(&w, s[0], s[1], b, act))
+    }
+    fn depthwise(&self, prefix: &str, stride: usize, act: Act) -> Result<Depthwise> {
+        let (w, s, b) = self.conv(prefix)?;
+        if s[1] != 1 || !(s[2] == 3 || s[2] == 5) {
+            return Err(Error::Model(format!("'{prefix}' should be depthwise 3x3 or 5x5, is {s:?}")));
+        }
+        Ok(Depthwise::new(&w, s[0], s[2], stride, b, act))
+    }
+}
+
+impl Model {
+    pub fn load(path: &Path) -> Result<Model> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
+        Model::from_bytes(&bytes).map_err(|e| match e {
+            Error::Model(m) => Error::Model(format!("{}: {m}", path.display())),
+            e => e,
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+        let bad = |m: String| Error::Model(m);
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some("repghost") {
+            return Err(bad("no repghost metadata: write deploy weights with `repghost convert`".into()));
+        }
+        if meta.get("form").map(String::as_str) != Some("deploy") {
+            return Err(bad(format!(
+                "holds {} weights; the runtime runs the deploy form (`repghost convert` writes it)",
+                meta.get("form").map_or("unknown", String::as_str)
+            )));
+        }
+        let cfg: serde_json::Value = serde_json::from_str(meta.get("config").map_or("{}", String::as_str))
+            .map_err(|e| bad(format!("metadata 'config' is not JSON ({e})")))?;
+        let ghostnet = cfg["arch"].as_str() == Some("ghost");
+        let act = Act::from_name(cfg["act"].as_str().unwrap_or("relu"))
+            .ok_or_else(|| bad(format!("unknown activation {}", cfg["act"])))?;
+        let shortcut = cfg["shortcut"].as_bool().unwrap_or(true);
+        let stem_stride = cfg["stem_stride"].as_u64().unwrap_or(2) as usize;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let t = Tensors { st };
+
+        let (w, s, b) = t.conv("conv_stem")?;
+        let stem = Stem::new(&w, s[0], s[1], s[2], stem_stride, b);
+        let mut blocks = Vec::new();
+        let mut stage_ends = Vec::new();
+        let mut stage = 0;
+        while t.has(&format!("blocks.{stage}.0.ghost1.primary_conv.0.weight")) {
+            let mut j = 0;
+            loop {
+                let p = format!("blocks.{stage}.{j}");
+                if !t.has(&format!("{p}.ghost1.primary_conv.0.weight")) {
+                    break;
+                }
+                blocks.push(Self::block(&t, &p, act, ghostnet, shortcut)?);
+                j += 1;
+            }
+            stage_ends.push(blocks.len() - 1);
+            stage += 1;
+        }
+        if blocks.is_empty() {
+            return Err(bad("no blocks.*: not a RepGhostNet or GhostNet".into()));
+        }
+        let final_conv = t.pointwise(&format!("blocks.{stage}.0.conv"), Act::Relu)?;
+        let conv_head = t.pointwise("conv_head", Act::Relu)?;
+        let (cw, cs) = t.get("classifier.weight")?;
+        let (cb, _) = t.get("classifier.bias")?;
+        if cs.len() != 2 || cs[1] != conv_head.cout || cb.len() != cs[0] {
+            return Err(bad(format!("classifier.weight {cs:?} does not fit conv_head ({})", conv_head.cout)));
+        }
+        let classifier = Pointwise::new(&cw, cs[0], cs[1], cb, Act::None);
+        let m = Model {
+            name: meta.get("model").cloned().unwrap_or_default(),
+            in_chans: stem.cin,
+            num_classes: cs[0],
+            stem,
+            blocks,
+            stage_ends,
+            final_conv,
+            conv_head,
+            classifier,
+        };
+        m.check_channels()?;
+        Ok(m)
+    }
+
+    fn ghost(t: &Tensors, p: &str, act: Act, concat: Option<usize>) -> Result<Ghost> {
+        Ok(Ghost {
+            primary: t.pointwise(&format!("{p}.primary_conv.0"), act)?,
+            cheap: t.depthwise(&format!("{p}.cheap_operation"), 1, act)?,
+            concat,
+        })
+    }
+
+    fn block(t: &Tensors, p: &str, act: Act, ghostnet: bool, shortcut: bool) -> Result<Block> {
+        let has_dw = t.has(&format!("{p}.conv_dw.weight"));
+        let stride = if has_dw { 2 } else { 1 };
+        let proj = t.has(&format!("{p}.shortcut.0.weight"));
+        // GhostNet's module width is what the next layer reads (make_divisible keeps it even).
+        let g1_out = if ghostnet {
+            let (_, s) = t.get(&format!("{p}.ghost2.primary_conv.0.weight"))?;
+            Some(s[1])
+        } else {
+            None
+        };
+        let ghost1 = Self::ghost(t, &format!("{p}.ghost1"), act, g1_out)?;
+        let g2_out = if ghostnet {
+            Some(if proj {
+                t.get(&format!("{p}.shortcut.2.weight"))?.1[0]
+            } else {
+                ghost1.primary.cin
+            })
+        } else {
+            None
+        };
+        let ghost2 = Self::ghost(t, &format!("{p}.ghost2"), Act::None, g2_out)?;
+        let dw = if has_dw { Some(t.depthwise(&format!("{p}.conv_dw"), 2, Act::None)?) } else { None };
+        let se = if t.has(&format!("{p}.se.conv_reduce.weight")) {
+            let (w1, s1, b1) = t.conv(&format!("{p}.se.conv_reduce"))?;
+            let (w2, s2, b2) = t.conv(&format!("{p}.se.conv_expand"))?;
+            if s2[0] != s1[1] || s2[1] != s1[0] {
+                return Err(Error::Model(format!("'{p}.se' convs do not fit each other")));
+            }
+            Some(Se { c: s1[1], r: s1[0], w1, b1, w2, b2 })
+        } else {
+            None
+        };
+        let shortcut = if proj {
+            Shortcut::Proj {
+                dw: t.depthwise(&format!("{p}.shortcut.0"), stride, Act::None)?,
+                pw: t.pointwise(&format!("{p}.shortcut.2"), Act::None)?,
+            }
+        } else if shortcut {
+            Shortcut::Identity
+        } else {
+            Shortcut::None
+        };
+        Ok(Block { ghost1, dw, se, ghost2, shortcut })
+    }
+
+    /// Every layer reads the channels its predecessor writes.
+    fn check_channels(&self) -> Result<()> {
+        let mut ch = self.stem.cout;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let err = |what: &str| Err(Error::Model(format!("block {i}: {what} does not fit its input")));
+            if b.ghost1.primary.cin != ch || b.ghost1.cheap.c < b.ghost1.cheap_channels() {
+                return err("ghost1");
+            }
+            let mid = b.ghost1.out_channels();
+            if b.dw.as_ref().is_some_and(|d| d.c != mid) || b.se.as_ref().is_some_and(|s| s.c != mid) {
+                return err("conv_dw/se");
+            }
+            if b.ghost2.primary.cin != mid {
+                return err("ghost2");
+            }
+            let out = b.ghost2.out_channels();
+            match &b.shortcut {
+                Shortcut::Proj { dw, pw } if dw.c != ch || pw.cin != ch || pw.cout != out => return err("shortcut"),
+                Shortcut::Identity if out != ch => return err("identity shortcut"),
+                _ => {}
+            }
+            ch = out;
+        }
+        if self.final_conv.cin != ch || self.conv_head.cin != self.final_conv.cout {
+            return Err(Error::Model("final conv / conv_head do not fit".into()));
+        }
+        Ok(())
+    }
+
+    /// A one-line description.
+    pub fn summary(&self) -> String {
+        format!("{} ({} blocks, {} classes)", self.name, self.blocks.len(), self.num_classes)
+    }
+
+    /// Channels of the stride-8/16/32 maps.
+    pub fn feature_channels(&self) -> Vec<usize> {
+        FEATURE_STAGES.iter().map(|&s| self.blocks[self.stage_ends[s]].ghost2.out_channels()).collect()
+    }
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Model({})", self.summary())
+    }
+}

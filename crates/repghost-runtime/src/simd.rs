@@ -1,0 +1,77 @@
+//! Runtime choice of instruction set. Kernels are written once as `#[inline(always)]`
+//! bodies and compiled three times: for AVX-512, for AVX2+FMA, and portable (NEON is the
+//! baseline on aarch64, so the portable build vectorizes there too).
+
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Avx512 => "avx512",
+            Level::Avx2 => "avx2+fma",
+            Level::Portable => if cfg!(target_arch = "aarch64") { "neon" } else { "portable" },
+        }
+    }
+}
+
+/// The best level this CPU supports; `REPGHOST_SIMD=avx2|portable` caps it (for tests and
+/// comparisons).
+pub fn level() -> Level {
+    static L: OnceLock<Level> = OnceLock::new();
+    *L.get_or_init(|| {
+        let cap = std::env::var("REPGHOST_SIMD").unwrap_or_default();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if cap != "avx2" && cap != "portable" && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+                return Level::Avx512;
+            }
+            if cap != "portable" && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Level::Avx2;
+            }
+        }
+        let _ = cap;
+        Level::Portable
+    })
+}
+
+/// `a * b + c`, fused where the target has FMA (a libm call would be slow elsewhere).
+#[inline(always)]
+pub fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Defines `$name(args)` that dispatches to an AVX-512, an AVX2+FMA or a portable build of
+/// `$body::<FMA>(args)`.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,fma,avx2")]
+                unsafe fn avx512($($arg: $ty),*) { $body::<true>($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) { $body::<true>($($arg),*) }
+                match $crate::simd::level() {
+                    // SAFETY: level() checked that the CPU has these features.
+                    $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::Level::Portable => {}
+                }
+            }
+            $body::<{ cfg!(target_arch = "aarch64") }>($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;

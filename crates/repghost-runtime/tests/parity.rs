@@ -1,0 +1,125 @@
+//! The runtime against burn's deploy forward: every width, the ablations and GhostNet,
+//! batch 1, 3 and 32, odd input sizes, NCHW and NHWC input, feature maps. Buffers are
+//! poisoned with NaN before each run, so an element the engine forgot to write shows up.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use repghost::testing::{calibrated, Rng};
+use repghost::variants::{resolve, VARIANTS};
+use repghost::weights::{self, Form};
+use repghost::Model as BurnModel;
+use repghost_runtime::{Layout, Model};
+
+fn rel(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn deploy(name: &str, seed: u64) -> (BurnModel, Model) {
+    let cfg = resolve(name).unwrap().1.config(10);
+    let burn = calibrated(&cfg, seed, 64).reparameterize();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    weights::save(&burn, name, Form::Deploy, None, &path).unwrap();
+    (burn, Model::load(&path).unwrap())
+}
+
+fn input(shape: [usize; 4], seed: u64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    r.vec(shape.iter().product(), Rng::normal)
+}
+
+fn burn_logits(m: &BurnModel, x: &[f32], shape: [usize; 4]) -> Vec<f32> {
+    let t = Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &Device::flex());
+    m.forward(t).into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+fn to_nhwc(x: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..h * w {
+                y[(i * h * w + p) * c + ch] = x[(i * c + ch) * h * w + p];
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn every_variant_matches_burn_at_batch_1_and_3() {
+    for v in VARIANTS.iter() {
+        let (burn, rt) = deploy(v.name, 3);
+        for shape in [[1, 3, 64, 64], [3, 3, 64, 64]] {
+            let x = input(shape, 5);
+            let want = burn_logits(&burn, &x, shape);
+            let mut ws = rt.workspace(shape[0], shape[2], shape[3]).unwrap();
+            rt.poison(&mut ws);
+            let got = rt.run(&mut ws, &x, Layout::Nchw).unwrap().to_vec();
+            assert!(got.iter().all(|v| v.is_finite()), "{}: unwritten output", v.name);
+            let e = rel(&got, &want);
+            assert!(e < 1e-4, "{} {shape:?}: relative error {e:.2e}", v.name);
+        }
+    }
+}
+
+#[test]
+fn odd_sizes_nhwc_input_and_batch_32() {
+    for (name, shape) in [
+        ("repghostnet_100", [2, 3, 193, 257]),
+        ("ghostnet_100", [1, 3, 97, 75]),
+        ("repghostnet_050", [32, 3, 32, 32]),
+        ("repghostnet_wo_0_5x", [1, 3, 33, 47]),
+    ] {
+        let (burn, rt) = deploy(name, 8);
+        let x = input(shape, 9);
+        let want = burn_logits(&burn, &x, shape);
+        let mut ws = rt.workspace(shape[0], shape[2], shape[3]).unwrap();
+        rt.poison(&mut ws);
+        let a = rt.run(&mut ws, &x, Layout::Nchw).unwrap().to_vec();
+        assert!(rel(&a, &want) < 1e-4, "{name} {shape:?} NCHW: {:.2e}", rel(&a, &want));
+        rt.poison(&mut ws);
+        let b = rt.run(&mut ws, &to_nhwc(&x, shape), Layout::Nhwc).unwrap().to_vec();
+        assert!(rel(&b, &want) < 1e-4, "{name} {shape:?} NHWC: {:.2e}", rel(&b, &want));
+    }
+}
+
+#[test]
+fn feature_maps_match_burn_pyramid() {
+    let (burn, rt) = deploy("repghostnet_080", 2);
+    let shape = [2, 3, 96, 128];
+    let x = input(shape, 4);
+    let t = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &Device::flex());
+    let want = burn.forward_pyramid(t);
+    let mut ws = rt.workspace(2, 96, 128).unwrap();
+    rt.poison(&mut ws);
+    let got = rt.features(&mut ws, &x, Layout::Nchw).unwrap();
+    assert_eq!(got.len(), 3);
+    for (f, w) in got.iter().zip(want) {
+        let [n, c, h, ww] = w.dims();
+        assert_eq!((f.n, f.c, f.h, f.w), (n, c, h, ww));
+        let w = to_nhwc(&w.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), [n, c, h, ww]);
+        assert!(rel(&f.data, &w) < 1e-4, "stride {}: {:.2e}", f.stride, rel(&f.data, &w));
+    }
+    assert_eq!(got.iter().map(|f| f.stride).collect::<Vec<_>>(), [8, 16, 32]);
+}
+
+#[test]
+fn bad_inputs_and_files_are_errors() {
+    let (_, rt) = deploy("repghostnet_050", 1);
+    let mut ws = rt.workspace(1, 32, 32).unwrap();
+    assert!(rt.run(&mut ws, &[0.0; 10], Layout::Nchw).is_err());
+    let mut x = vec![0.0; 3 * 32 * 32];
+    x[7] = f32::NAN;
+    assert!(rt.run(&mut ws, &x, Layout::Nchw).unwrap_err().to_string().contains("NaN"));
+    assert!(rt.workspace(0, 32, 32).is_err());
+    assert!(Model::from_bytes(b"nonsense").is_err());
+    // Train-form weights are refused with a pointer to `repghost convert`.
+    let cfg = resolve("repghostnet_050").unwrap().1.config(10);
+    let train = BurnModel::new(&cfg, &Device::flex());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.safetensors");
+    weights::save(&train, "repghostnet_050", Form::Train, None, &p).unwrap();
+    let err = Model::load(&p).unwrap_err().to_string();
+    assert!(err.contains("repghost convert") && err.contains("t.safetensors"), "{err}");
+}
