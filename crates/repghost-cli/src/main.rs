@@ -25,6 +25,8 @@ enum Command {
     Predict(cmd::predict::Args),
     /// Accuracy, loss and per-class accuracy on an ImageFolder or Fashion-MNIST.
     Eval(cmd::eval::Args),
+    /// Latency and throughput of the runtime and of burn on the same weights.
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
@@ -45,6 +47,7 @@ fn main() {
         Command::Convert(a) => cmd::convert::run(a),
         Command::Predict(a) => cmd::predict::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

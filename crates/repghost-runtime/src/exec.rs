@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::kernels::depthwise::Shape;
 use crate::kernels::View;
 use crate::model::{Block, Ghost, Model, Shortcut, FEATURE_STAGES};
+use crate::profile::{timed, Profile};
 
 /// Memory layout of the caller's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct Workspace {
     pub width: usize,
     /// Threads for the 1×1 convolutions (the gemm crate's rayon parallelism).
     pub threads: usize,
+    /// Set to `Some(Profile::default())` to time each kind of layer.
+    pub profile: Option<Profile>,
     bufs: [Vec<f32>; 5],
     scratch: Vec<f32>,
     pooled: Vec<f32>,
@@ -46,7 +49,9 @@ impl Model {
     /// A workspace for `batch` images of `height × width`.
     pub fn workspace(&self, batch: usize, height: usize, width: usize) -> Result<Workspace> {
         if batch == 0 || height == 0 || width == 0 {
-            return Err(Error::Input(format!("empty input shape {batch}x{height}x{width}")));
+            return Err(Error::Input(format!(
+                "empty input shape {batch}x{height}x{width}"
+            )));
         }
         let (mut h, mut w) = self.stem.out_hw(height, width);
         let mut most = h * w * self.stem.cout;
@@ -65,7 +70,14 @@ impl Model {
             widest = widest.max(mid).max(out);
             if let Some(k) = FEATURE_STAGES.iter().position(|&s| self.stage_ends[s] == i) {
                 let _ = k;
-                features.push(FeatureMap { n: batch, h, w, c: out, stride, data: vec![0.0; batch * h * w * out] });
+                features.push(FeatureMap {
+                    n: batch,
+                    h,
+                    w,
+                    c: out,
+                    stride,
+                    data: vec![0.0; batch * h * w * out],
+                });
             }
         }
         most = most.max(h * w * self.final_conv.cout);
@@ -76,6 +88,7 @@ impl Model {
             height,
             width,
             threads: 1,
+            profile: None,
             bufs: std::array::from_fn(|_| vec![0.0; size]),
             scratch: vec![0.0; 2 * widest + 64],
             pooled: vec![0.0; batch * self.final_conv.cout],
@@ -126,8 +139,13 @@ impl Model {
         let out = other(cur, cur);
         {
             let (src, dst) = pair(&mut ws.bufs, cur, out);
-            self.final_conv.run(n * h * w, View::new(src, ch, 0), dst, fin, 0, false, ws.threads);
+            let t = ws.threads;
+            timed(&mut ws.profile, "pointwise", || {
+                self.final_conv
+                    .run(n * h * w, View::new(src, ch, 0), dst, fin, 0, false, t)
+            });
         }
+        let start = std::time::Instant::now();
         let hw = h * w;
         let maps = &ws.bufs[out];
         for img in 0..n {
@@ -141,24 +159,59 @@ impl Model {
             pooled.iter_mut().for_each(|a| *a *= inv);
         }
         let hid = self.conv_head.cout;
-        self.conv_head.run(n, View::new(&ws.pooled, fin, 0), &mut ws.hidden, hid, 0, false, ws.threads);
+        self.conv_head.run(
+            n,
+            View::new(&ws.pooled, fin, 0),
+            &mut ws.hidden,
+            hid,
+            0,
+            false,
+            ws.threads,
+        );
         let nc = self.num_classes;
-        self.classifier.run(n, View::new(&ws.hidden, hid, 0), &mut ws.logits, nc, 0, false, ws.threads);
+        self.classifier.run(
+            n,
+            View::new(&ws.hidden, hid, 0),
+            &mut ws.logits,
+            nc,
+            0,
+            false,
+            ws.threads,
+        );
+        if let Some(p) = &mut ws.profile {
+            p.add("head", start.elapsed().as_secs_f64() * 1e3);
+        }
         Ok(&ws.logits)
     }
 
     /// The stride-8, -16 and -32 feature maps (NHWC) for detection backbones.
-    pub fn features<'w>(&self, ws: &'w mut Workspace, input: &[f32], layout: Layout) -> Result<&'w [FeatureMap]> {
+    pub fn features<'w>(
+        &self,
+        ws: &'w mut Workspace,
+        input: &[f32],
+        layout: Layout,
+    ) -> Result<&'w [FeatureMap]> {
         self.check(ws, input)?;
         self.body(ws, input, layout, true);
         Ok(&ws.features)
     }
 
     /// Stem and bottlenecks; returns (buffer, h, w, channels) of the last block's output.
-    fn body(&self, ws: &mut Workspace, input: &[f32], layout: Layout, features: bool) -> (usize, usize, usize, usize) {
+    fn body(
+        &self,
+        ws: &mut Workspace,
+        input: &[f32],
+        layout: Layout,
+        features: bool,
+    ) -> (usize, usize, usize, usize) {
         let n = ws.batch;
         let (mut h, mut w) = self.stem.out_hw(ws.height, ws.width);
-        self.stem.run(n, ws.height, ws.width, input, layout == Layout::Nchw, &mut ws.bufs[0]);
+        let (height, width) = (ws.height, ws.width);
+        let buf = &mut ws.bufs[0];
+        timed(&mut ws.profile, "stem", || {
+            self.stem
+                .run(n, height, width, input, layout == Layout::Nchw, buf)
+        });
         let (mut cur, mut ch) = (0, self.stem.cout);
         let mut k = 0;
         for (i, b) in self.blocks.iter().enumerate() {
@@ -192,7 +245,15 @@ fn pair(bufs: &mut [Vec<f32>; 5], r: usize, w: usize) -> (&[f32], &mut [f32]) {
 
 /// One bottleneck. Input in `bufs[x]`; returns where its output went and its shape.
 #[allow(clippy::too_many_arguments)]
-fn block(b: &Block, ws: &mut Workspace, x: usize, n: usize, h: usize, w: usize, cin: usize) -> (usize, usize, usize, usize) {
+fn block(
+    b: &Block,
+    ws: &mut Workspace,
+    x: usize,
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+) -> (usize, usize, usize, usize) {
     let mut free = (0..5).filter(|&i| i != x);
     let (p, q, r, s) = (
         free.next().expect("5 buffers"),
@@ -206,46 +267,80 @@ fn block(b: &Block, ws: &mut Workspace, x: usize, n: usize, h: usize, w: usize, 
     let (mut t, mut oh, mut ow) = (q, h, w);
     if let Some(dw) = &b.dw {
         let (src, dst) = pair(&mut ws.bufs, q, p);
-        dw.run(mid, Shape { n, h, w }, View::new(src, mid, 0), dst, mid, 0, false);
+        timed(&mut ws.profile, "depthwise s2", || {
+            dw.run(mid, Shape { n, h, w }, View::new(src, mid, 0), dst, mid, 0, false)
+        });
         (t, (oh, ow)) = (p, dw.out_hw(h, w));
     }
     if let Some(se) = &b.se {
-        se.run(n, oh * ow, &mut ws.bufs[t], mid, &mut ws.scratch);
+        let (buf, scratch) = (&mut ws.bufs[t], &mut ws.scratch);
+        timed(&mut ws.profile, "se", || se.run(n, oh * ow, buf, mid, scratch));
     }
     let cout = b.ghost2.out_channels();
     // The residual is summed in place: ghost2 accumulates into the buffer that holds it.
     let (target, accumulate) = match &b.shortcut {
         Shortcut::Proj { dw, pw } => {
             let (src, dst) = pair(&mut ws.bufs, x, r);
-            dw.run(cin, Shape { n, h, w }, View::new(src, cin, 0), dst, cin, 0, false);
+            timed(&mut ws.profile, "shortcut", || {
+                dw.run(cin, Shape { n, h, w }, View::new(src, cin, 0), dst, cin, 0, false)
+            });
             let (src, dst) = pair(&mut ws.bufs, r, s);
-            pw.run(n * oh * ow, View::new(src, cin, 0), dst, cout, 0, false, threads);
+            timed(&mut ws.profile, "shortcut", || {
+                pw.run(n * oh * ow, View::new(src, cin, 0), dst, cout, 0, false, threads)
+            });
             (s, true)
         }
         Shortcut::Identity => (x, true),
         Shortcut::None => (s, false),
     };
     let u = if t == p { q } else { p };
-    ghost(&b.ghost2, ws, t, mid, u, target, Shape { n, h: oh, w: ow }, accumulate);
+    ghost(
+        &b.ghost2,
+        ws,
+        t,
+        mid,
+        u,
+        target,
+        Shape { n, h: oh, w: ow },
+        accumulate,
+    );
     (target, oh, ow, cout)
 }
 
 /// A ghost module from `bufs[src]` (`cin` channels) into `bufs[dst]`, through `bufs[tmp]`.
 #[allow(clippy::too_many_arguments)]
-fn ghost(g: &Ghost, ws: &mut Workspace, src: usize, cin: usize, tmp: usize, dst: usize, s: Shape, accumulate: bool) {
+fn ghost(
+    g: &Ghost,
+    ws: &mut Workspace,
+    src: usize,
+    cin: usize,
+    tmp: usize,
+    dst: usize,
+    s: Shape,
+    accumulate: bool,
+) {
     let m = s.n * s.h * s.w;
     let init = g.primary.cout;
     let out = g.out_channels();
+    let threads = ws.threads;
     {
         let (a, b) = pair(&mut ws.bufs, src, tmp);
-        g.primary.run(m, View::new(a, cin, 0), b, init, 0, false, ws.threads);
+        timed(&mut ws.profile, "pointwise", || {
+            g.primary.run(m, View::new(a, cin, 0), b, init, 0, false, threads)
+        });
     }
     let (a, b) = pair(&mut ws.bufs, tmp, dst);
     match g.concat {
-        None => g.cheap.run(out, s, View::new(a, init, 0), b, out, 0, accumulate),
+        None => timed(&mut ws.profile, "depthwise", || {
+            g.cheap.run(out, s, View::new(a, init, 0), b, out, 0, accumulate)
+        }),
         Some(out) => {
             // GhostNet: the concatenation is a copy of the primary output next to the cheap one.
-            g.cheap.run(out - init, s, View::new(a, init, 0), b, out, init, accumulate);
+            timed(&mut ws.profile, "depthwise", || {
+                g.cheap
+                    .run(out - init, s, View::new(a, init, 0), b, out, init, accumulate)
+            });
+            let t = std::time::Instant::now();
             for px in 0..m {
                 let from = &a[px * init..(px + 1) * init];
                 let to = &mut b[px * out..px * out + init];
@@ -254,6 +349,9 @@ fn ghost(g: &Ghost, ws: &mut Workspace, src: usize, cin: usize, tmp: usize, dst:
                 } else {
                     to.copy_from_slice(from);
                 }
+            }
+            if let Some(p) = &mut ws.profile {
+                p.add("concat", t.elapsed().as_secs_f64() * 1e3);
             }
         }
     }

@@ -18,9 +18,12 @@ pub mod error;
 mod exec;
 pub mod kernels;
 pub mod model;
+pub mod profile;
 mod simd;
+pub mod vector;
 
 pub use error::{Error, Result};
 pub use exec::{FeatureMap, Layout, Workspace};
 pub use model::Model;
+pub use profile::Profile;
 pub use simd::{level as simd_level, Level as SimdLevel};

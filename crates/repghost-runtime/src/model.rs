@@ -41,7 +41,10 @@ pub enum Shortcut {
     /// The "wo" ablation: no identity path.
     None,
     Identity,
-    Proj { dw: Depthwise, pw: Pointwise },
+    Proj {
+        dw: Depthwise,
+        pw: Pointwise,
+    },
 }
 
 pub struct Block {
@@ -78,11 +81,21 @@ impl Tensors<'_> {
         self.st.tensor(k).is_ok()
     }
     fn get(&self, k: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-        let v = self.st.tensor(k).map_err(|_| Error::Model(format!("missing tensor '{k}'")))?;
+        let v = self
+            .st
+            .tensor(k)
+            .map_err(|_| Error::Model(format!("missing tensor '{k}'")))?;
         if v.dtype() != safetensors::Dtype::F32 {
-            return Err(Error::Model(format!("tensor '{k}' is {:?}, expected F32", v.dtype())));
+            return Err(Error::Model(format!(
+                "tensor '{k}' is {:?}, expected F32",
+                v.dtype()
+            )));
         }
-        let data: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let data: Vec<f32> = v
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         if data.iter().any(|x| !x.is_finite()) {
             return Err(Error::Model(format!("tensor '{k}' holds NaN or infinite values")));
         }
@@ -91,11 +104,15 @@ impl Tensors<'_> {
     /// A conv weight `[o, i, k, k]` and its bias `[o]`.
     fn conv(&self, prefix: &str) -> Result<(Vec<f32>, [usize; 4], Vec<f32>)> {
         let (w, s) = self.get(&format!("{prefix}.weight"))?;
-        let shape: [usize; 4] =
-            s.as_slice().try_into().map_err(|_| Error::Model(format!("'{prefix}.weight' is not 4-d: {s:?}")))?;
+        let shape: [usize; 4] = s
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Model(format!("'{prefix}.weight' is not 4-d: {s:?}")))?;
         let (b, bs) = self.get(&format!("{prefix}.bias"))?;
         if bs != [shape[0]] || shape[2] != shape[3] {
-            return Err(Error::Model(format!("'{prefix}' has weight {s:?} and bias {bs:?}")));
+            return Err(Error::Model(format!(
+                "'{prefix}' has weight {s:?} and bias {bs:?}"
+            )));
         }
         Ok((w, shape, b))
     }
@@ -109,7 +126,9 @@ impl Tensors<'_> {
     fn depthwise(&self, prefix: &str, stride: usize, act: Act) -> Result<Depthwise> {
         let (w, s, b) = self.conv(prefix)?;
         if s[1] != 1 || !(s[2] == 3 || s[2] == 5) {
-            return Err(Error::Model(format!("'{prefix}' should be depthwise 3x3 or 5x5, is {s:?}")));
+            return Err(Error::Model(format!(
+                "'{prefix}' should be depthwise 3x3 or 5x5, is {s:?}"
+            )));
         }
         Ok(Depthwise::new(&w, s[0], s[2], stride, b, act))
     }
@@ -117,7 +136,10 @@ impl Tensors<'_> {
 
 impl Model {
     pub fn load(path: &Path) -> Result<Model> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+            path: path.into(),
+            source: e,
+        })?;
         Model::from_bytes(&bytes).map_err(|e| match e {
             Error::Model(m) => Error::Model(format!("{}: {m}", path.display())),
             e => e,
@@ -130,7 +152,9 @@ impl Model {
             SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
         let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
         if meta.get("format").map(String::as_str) != Some("repghost") {
-            return Err(bad("no repghost metadata: write deploy weights with `repghost convert`".into()));
+            return Err(bad(
+                "no repghost metadata: write deploy weights with `repghost convert`".into(),
+            ));
         }
         if meta.get("form").map(String::as_str) != Some("deploy") {
             return Err(bad(format!(
@@ -174,7 +198,10 @@ impl Model {
         let (cw, cs) = t.get("classifier.weight")?;
         let (cb, _) = t.get("classifier.bias")?;
         if cs.len() != 2 || cs[1] != conv_head.cout || cb.len() != cs[0] {
-            return Err(bad(format!("classifier.weight {cs:?} does not fit conv_head ({})", conv_head.cout)));
+            return Err(bad(format!(
+                "classifier.weight {cs:?} does not fit conv_head ({})",
+                conv_head.cout
+            )));
         }
         let classifier = Pointwise::new(&cw, cs[0], cs[1], cb, Act::None);
         let m = Model {
@@ -222,14 +249,18 @@ impl Model {
             None
         };
         let ghost2 = Self::ghost(t, &format!("{p}.ghost2"), Act::None, g2_out)?;
-        let dw = if has_dw { Some(t.depthwise(&format!("{p}.conv_dw"), 2, Act::None)?) } else { None };
+        let dw = if has_dw {
+            Some(t.depthwise(&format!("{p}.conv_dw"), 2, Act::None)?)
+        } else {
+            None
+        };
         let se = if t.has(&format!("{p}.se.conv_reduce.weight")) {
             let (w1, s1, b1) = t.conv(&format!("{p}.se.conv_reduce"))?;
             let (w2, s2, b2) = t.conv(&format!("{p}.se.conv_expand"))?;
             if s2[0] != s1[1] || s2[1] != s1[0] {
                 return Err(Error::Model(format!("'{p}.se' convs do not fit each other")));
             }
-            Some(Se { c: s1[1], r: s1[0], w1, b1, w2, b2 })
+            Some(Se::new(&w1, b1, &w2, b2, s1[1], s1[0]))
         } else {
             None
         };
@@ -243,7 +274,13 @@ impl Model {
         } else {
             Shortcut::None
         };
-        Ok(Block { ghost1, dw, se, ghost2, shortcut })
+        Ok(Block {
+            ghost1,
+            dw,
+            se,
+            ghost2,
+            shortcut,
+        })
     }
 
     /// Every layer reads the channels its predecessor writes.
@@ -263,7 +300,9 @@ impl Model {
             }
             let out = b.ghost2.out_channels();
             match &b.shortcut {
-                Shortcut::Proj { dw, pw } if dw.c != ch || pw.cin != ch || pw.cout != out => return err("shortcut"),
+                Shortcut::Proj { dw, pw } if dw.c != ch || pw.cin != ch || pw.cout != out => {
+                    return err("shortcut")
+                }
                 Shortcut::Identity if out != ch => return err("identity shortcut"),
                 _ => {}
             }
@@ -277,12 +316,20 @@ impl Model {
 
     /// A one-line description.
     pub fn summary(&self) -> String {
-        format!("{} ({} blocks, {} classes)", self.name, self.blocks.len(), self.num_classes)
+        format!(
+            "{} ({} blocks, {} classes)",
+            self.name,
+            self.blocks.len(),
+            self.num_classes
+        )
     }
 
     /// Channels of the stride-8/16/32 maps.
     pub fn feature_channels(&self) -> Vec<usize> {
-        FEATURE_STAGES.iter().map(|&s| self.blocks[self.stage_ends[s]].ghost2.out_channels()).collect()
+        FEATURE_STAGES
+            .iter()
+            .map(|&s| self.blocks[self.stage_ends[s]].ghost2.out_channels())
+            .collect()
     }
 }
 

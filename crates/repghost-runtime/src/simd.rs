@@ -16,7 +16,13 @@ impl Level {
         match self {
             Level::Avx512 => "avx512",
             Level::Avx2 => "avx2+fma",
-            Level::Portable => if cfg!(target_arch = "aarch64") { "neon" } else { "portable" },
+            Level::Portable => {
+                if cfg!(target_arch = "aarch64") {
+                    "neon"
+                } else {
+                    "portable"
+                }
+            }
         }
     }
 }
@@ -29,7 +35,11 @@ pub fn level() -> Level {
         let cap = std::env::var("REPGHOST_SIMD").unwrap_or_default();
         #[cfg(target_arch = "x86_64")]
         {
-            if cap != "avx2" && cap != "portable" && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            if cap != "avx2"
+                && cap != "portable"
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("fma")
+            {
                 return Level::Avx512;
             }
             if cap != "portable" && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {

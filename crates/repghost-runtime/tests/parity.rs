@@ -31,7 +31,11 @@ fn input(shape: [usize; 4], seed: u64) -> Vec<f32> {
 
 fn burn_logits(m: &BurnModel, x: &[f32], shape: [usize; 4]) -> Vec<f32> {
     let t = Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &Device::flex());
-    m.forward(t).into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    m.forward(t)
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap()
 }
 
 fn to_nhwc(x: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
@@ -77,10 +81,21 @@ fn odd_sizes_nhwc_input_and_batch_32() {
         let mut ws = rt.workspace(shape[0], shape[2], shape[3]).unwrap();
         rt.poison(&mut ws);
         let a = rt.run(&mut ws, &x, Layout::Nchw).unwrap().to_vec();
-        assert!(rel(&a, &want) < 1e-4, "{name} {shape:?} NCHW: {:.2e}", rel(&a, &want));
+        assert!(
+            rel(&a, &want) < 1e-4,
+            "{name} {shape:?} NCHW: {:.2e}",
+            rel(&a, &want)
+        );
         rt.poison(&mut ws);
-        let b = rt.run(&mut ws, &to_nhwc(&x, shape), Layout::Nhwc).unwrap().to_vec();
-        assert!(rel(&b, &want) < 1e-4, "{name} {shape:?} NHWC: {:.2e}", rel(&b, &want));
+        let b = rt
+            .run(&mut ws, &to_nhwc(&x, shape), Layout::Nhwc)
+            .unwrap()
+            .to_vec();
+        assert!(
+            rel(&b, &want) < 1e-4,
+            "{name} {shape:?} NHWC: {:.2e}",
+            rel(&b, &want)
+        );
     }
 }
 
@@ -98,8 +113,16 @@ fn feature_maps_match_burn_pyramid() {
     for (f, w) in got.iter().zip(want) {
         let [n, c, h, ww] = w.dims();
         assert_eq!((f.n, f.c, f.h, f.w), (n, c, h, ww));
-        let w = to_nhwc(&w.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), [n, c, h, ww]);
-        assert!(rel(&f.data, &w) < 1e-4, "stride {}: {:.2e}", f.stride, rel(&f.data, &w));
+        let w = to_nhwc(
+            &w.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(),
+            [n, c, h, ww],
+        );
+        assert!(
+            rel(&f.data, &w) < 1e-4,
+            "stride {}: {:.2e}",
+            f.stride,
+            rel(&f.data, &w)
+        );
     }
     assert_eq!(got.iter().map(|f| f.stride).collect::<Vec<_>>(), [8, 16, 32]);
 }
@@ -111,7 +134,11 @@ fn bad_inputs_and_files_are_errors() {
     assert!(rt.run(&mut ws, &[0.0; 10], Layout::Nchw).is_err());
     let mut x = vec![0.0; 3 * 32 * 32];
     x[7] = f32::NAN;
-    assert!(rt.run(&mut ws, &x, Layout::Nchw).unwrap_err().to_string().contains("NaN"));
+    assert!(rt
+        .run(&mut ws, &x, Layout::Nchw)
+        .unwrap_err()
+        .to_string()
+        .contains("NaN"));
     assert!(rt.workspace(0, 32, 32).is_err());
     assert!(Model::from_bytes(b"nonsense").is_err());
     // Train-form weights are refused with a pointer to `repghost convert`.
@@ -121,5 +148,8 @@ fn bad_inputs_and_files_are_errors() {
     let p = dir.path().join("t.safetensors");
     weights::save(&train, "repghostnet_050", Form::Train, None, &p).unwrap();
     let err = Model::load(&p).unwrap_err().to_string();
-    assert!(err.contains("repghost convert") && err.contains("t.safetensors"), "{err}");
+    assert!(
+        err.contains("repghost convert") && err.contains("t.safetensors"),
+        "{err}"
+    );
 }

@@ -5,7 +5,9 @@
 
 use super::View;
 use crate::act::Act;
-use crate::simd::{fmadd, multiversion};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Level;
+use crate::vector::{act, Vf, F1};
 
 pub struct Depthwise {
     pub c: usize,
@@ -34,19 +36,38 @@ impl Depthwise {
                 t[tap * c + ch] = w[ch * k * k + tap];
             }
         }
-        Depthwise { c, k, stride, w: t, b, act }
+        Depthwise {
+            c,
+            k,
+            stride,
+            w: t,
+            b,
+            act,
+        }
     }
 
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
         let p = self.k / 2;
-        ((h + 2 * p - self.k) / self.stride + 1, (w + 2 * p - self.k) / self.stride + 1)
+        (
+            (h + 2 * p - self.k) / self.stride + 1,
+            (w + 2 * p - self.k) / self.stride + 1,
+        )
     }
 
     /// Convolves channels `0..c` of `src` (`c` ≤ the layer's channels: GhostNet keeps only
     /// part of its cheap branch) into `dst[.., off..off+c]`. With `accumulate` the result is
     /// added to what `dst` holds (the residual, summed in place).
     #[allow(clippy::too_many_arguments)]
-    pub fn run(&self, c: usize, s: Shape, src: View, dst: &mut [f32], ld_dst: usize, off_dst: usize, accumulate: bool) {
+    pub fn run(
+        &self,
+        c: usize,
+        s: Shape,
+        src: View,
+        dst: &mut [f32],
+        ld_dst: usize,
+        off_dst: usize,
+        accumulate: bool,
+    ) {
         let (oh, ow) = self.out_hw(s.h, s.w);
         let pixels_in = s.n * s.h * s.w;
         let pixels_out = s.n * oh * ow;
@@ -54,48 +75,129 @@ impl Depthwise {
             return;
         }
         assert!(c <= self.c, "depthwise: {c} channels of {}", self.c);
-        assert!(src.data.len() >= (pixels_in - 1) * src.ld + src.off + c, "depthwise src too small");
-        assert!(off_dst + c <= ld_dst && dst.len() >= (pixels_out - 1) * ld_dst + off_dst + c, "depthwise dst too small");
+        assert!(
+            src.data.len() >= (pixels_in - 1) * src.ld + src.off + c,
+            "depthwise src too small"
+        );
+        assert!(
+            off_dst + c <= ld_dst && dst.len() >= (pixels_out - 1) * ld_dst + off_dst + c,
+            "depthwise dst too small"
+        );
         dw(self, c, s, src, dst, ld_dst, off_dst, accumulate);
     }
 }
 
-multiversion! {
-    #[allow(clippy::too_many_arguments)]
-    fn dw(d: &Depthwise, c: usize, s: Shape, src: View, dst: &mut [f32], ld_dst: usize, off_dst: usize, acc: bool) => dw_body
+fn dw(d: &Depthwise, c: usize, s: Shape, src: View, dst: &mut [f32], ld: usize, off: usize, res: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::vector::{F16, F4, F8};
+        #[target_feature(enable = "avx512f,avx512vl,fma,avx2")]
+        unsafe fn avx512(
+            d: &Depthwise,
+            c: usize,
+            s: Shape,
+            src: View,
+            dst: &mut [f32],
+            ld: usize,
+            off: usize,
+            res: bool,
+        ) {
+            by_kernel::<F16, F8, F4>(d, c, s, src, dst, ld, off, res)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(
+            d: &Depthwise,
+            c: usize,
+            s: Shape,
+            src: View,
+            dst: &mut [f32],
+            ld: usize,
+            off: usize,
+            res: bool,
+        ) {
+            by_kernel::<F8, F8, F4>(d, c, s, src, dst, ld, off, res)
+        }
+        match crate::simd::level() {
+            // SAFETY: level() checked the CPU features.
+            Level::Avx512 => return unsafe { avx512(d, c, s, src, dst, ld, off, res) },
+            Level::Avx2 => return unsafe { avx2(d, c, s, src, dst, ld, off, res) },
+            Level::Portable => {}
+        }
+    }
+    // SAFETY: F1 is plain scalar code.
+    unsafe { by_kernel::<F1, F1, F1>(d, c, s, src, dst, ld, off, res) }
 }
 
+/// Picks the kernel for this layer's size and activation.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn dw_body<const FMA: bool>(d: &Depthwise, c: usize, s: Shape, src: View, dst: &mut [f32], ld: usize, off: usize, res: bool) {
-    let mut cb = 0;
-    while cb + 16 <= c {
-        match d.k {
-            3 => block::<3, 16, FMA>(d, s, src, dst, ld, off, res, cb),
-            _ => block::<5, 16, FMA>(d, s, src, dst, ld, off, res, cb),
-        }
-        cb += 16;
-    }
-    while cb + 4 <= c {
-        match d.k {
-            3 => block::<3, 4, FMA>(d, s, src, dst, ld, off, res, cb),
-            _ => block::<5, 4, FMA>(d, s, src, dst, ld, off, res, cb),
-        }
-        cb += 4;
-    }
-    while cb < c {
-        match d.k {
-            3 => block::<3, 1, FMA>(d, s, src, dst, ld, off, res, cb),
-            _ => block::<5, 1, FMA>(d, s, src, dst, ld, off, res, cb),
-        }
-        cb += 1;
+unsafe fn by_kernel<A: Vf, B: Vf, C: Vf>(
+    d: &Depthwise,
+    c: usize,
+    s: Shape,
+    src: View,
+    dst: &mut [f32],
+    ld: usize,
+    off: usize,
+    res: bool,
+) {
+    match (d.k, d.act.code()) {
+        (3, 0) => channels::<3, 0, A, B, C>(d, c, s, src, dst, ld, off, res),
+        (3, 1) => channels::<3, 1, A, B, C>(d, c, s, src, dst, ld, off, res),
+        (5, 0) => channels::<5, 0, A, B, C>(d, c, s, src, dst, ld, off, res),
+        (5, 1) => channels::<5, 1, A, B, C>(d, c, s, src, dst, ld, off, res),
+        (3, 2) => channels::<3, 2, A, B, C>(d, c, s, src, dst, ld, off, res),
+        (3, 3) => channels::<3, 3, A, B, C>(d, c, s, src, dst, ld, off, res),
+        (3, _) => channels::<3, 4, A, B, C>(d, c, s, src, dst, ld, off, res),
+        (_, 2) => channels::<5, 2, A, B, C>(d, c, s, src, dst, ld, off, res),
+        (_, 3) => channels::<5, 3, A, B, C>(d, c, s, src, dst, ld, off, res),
+        (_, _) => channels::<5, 4, A, B, C>(d, c, s, src, dst, ld, off, res),
     }
 }
 
-/// Channels `cb..cb+L` over the whole batch.
+/// Row by row, then channel block by channel block (widest vector first): the K input rows
+/// of one output row stay in L1/L2 while each block's weights stay in registers.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn block<const K: usize, const L: usize, const FMA: bool>(
+unsafe fn channels<const K: usize, const ACT: u8, A: Vf, B: Vf, C: Vf>(
+    d: &Depthwise,
+    c: usize,
+    s: Shape,
+    src: View,
+    dst: &mut [f32],
+    ld: usize,
+    off: usize,
+    res: bool,
+) {
+    let (oh, _) = d.out_hw(s.h, s.w);
+    for img in 0..s.n {
+        for oy in 0..oh {
+            let mut cb = 0;
+            while cb + A::L <= c {
+                row::<K, ACT, A>(d, s, src, dst, ld, off, res, cb, img, oy);
+                cb += A::L;
+            }
+            while cb + B::L <= c {
+                row::<K, ACT, B>(d, s, src, dst, ld, off, res, cb, img, oy);
+                cb += B::L;
+            }
+            while cb + C::L <= c {
+                row::<K, ACT, C>(d, s, src, dst, ld, off, res, cb, img, oy);
+                cb += C::L;
+            }
+            while cb < c {
+                row::<K, ACT, F1>(d, s, src, dst, ld, off, res, cb, img, oy);
+                cb += 1;
+            }
+        }
+    }
+}
+
+/// Channels `cb..cb+V::L` of output row `oy` of image `img`. Bounds were checked by
+/// [`Depthwise::run`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn row<const K: usize, const ACT: u8, V: Vf>(
     d: &Depthwise,
     s: Shape,
     src: View,
@@ -104,70 +206,114 @@ fn block<const K: usize, const L: usize, const FMA: bool>(
     off: usize,
     res: bool,
     cb: usize,
+    img: usize,
+    oy: usize,
 ) {
     let c = d.c;
-    let mut wt = [[0f32; L]; 25];
+    let zero = V::splat(0.0);
+    let mut wt = [zero; 25];
     for (tap, w) in wt.iter_mut().enumerate().take(K * K) {
-        w.copy_from_slice(&d.w[tap * c + cb..tap * c + cb + L]);
+        *w = V::load(d.w.as_ptr().add(tap * c + cb));
     }
-    let bias: [f32; L] = d.b[cb..cb + L].try_into().expect("L lanes");
+    let bias = V::load(d.b.as_ptr().add(cb));
     let (oh, ow) = d.out_hw(s.h, s.w);
     let pad = K / 2;
     let st = d.stride;
-    for img in 0..s.n {
-        let base_in = img * s.h * s.w;
-        let base_out = img * oh * ow;
-        for oy in 0..oh {
-            let iy0 = (oy * st) as isize - pad as isize;
-            for ox in 0..ow {
-                let ix0 = (ox * st) as isize - pad as isize;
-                let mut acc = bias;
-                let interior = iy0 >= 0 && ix0 >= 0 && iy0 as usize + K <= s.h && ix0 as usize + K <= s.w;
-                if interior {
-                    for ky in 0..K {
-                        let row = base_in + (iy0 as usize + ky) * s.w + ix0 as usize;
-                        for kx in 0..K {
-                            let p = (row + kx) * src.ld + src.off + cb;
-                            let x: &[f32; L] = src.data[p..p + L].try_into().expect("L lanes");
-                            let w = &wt[ky * K + kx];
-                            for l in 0..L {
-                                acc[l] = fmadd::<FMA>(x[l], w[l], acc[l]);
-                            }
-                        }
-                    }
-                } else {
-                    for ky in 0..K {
-                        let iy = iy0 + ky as isize;
-                        if iy < 0 || iy >= s.h as isize {
-                            continue;
-                        }
-                        for kx in 0..K {
-                            let ix = ix0 + kx as isize;
-                            if ix < 0 || ix >= s.w as isize {
-                                continue;
-                            }
-                            let p = (base_in + iy as usize * s.w + ix as usize) * src.ld + src.off + cb;
-                            let x: &[f32; L] = src.data[p..p + L].try_into().expect("L lanes");
-                            let w = &wt[ky * K + kx];
-                            for l in 0..L {
-                                acc[l] = fmadd::<FMA>(x[l], w[l], acc[l]);
-                            }
-                        }
-                    }
+    let sp = src.data.as_ptr().add(src.off + cb);
+    let dp = dst.as_mut_ptr().add(off + cb);
+    let sld = src.ld;
+    let base_in = img * s.h * s.w;
+    let base_out = img * oh * ow;
+    let iy0 = (oy * st) as isize - pad as isize;
+    let rows_ok = iy0 >= 0 && iy0 as usize + K <= s.h;
+    // Interior output columns: every tap of pixels ox_lo..ox_hi lies inside the input.
+    let ox_lo = pad.div_ceil(st).min(ow);
+    let ox_hi = if s.w + pad >= K {
+        ((s.w + pad - K) / st + 1).min(ow)
+    } else {
+        0
+    }
+    .max(ox_lo);
+    // Macros, not closures: a closure is a function of its own, compiled without the
+    // caller's target features, and would turn every vector op into a call.
+    macro_rules! finish {
+        ($acc:expr, $ox:expr) => {{
+            let o = dp.add((base_out + oy * ow + $ox) * ld);
+            let v = act::<V, ACT>($acc);
+            if res {
+                V::add(V::load(o), v).store(o);
+            } else {
+                v.store(o);
+            }
+        }};
+    }
+    macro_rules! edge {
+        ($ox:expr) => {{
+            let ix0 = ($ox * st) as isize - pad as isize;
+            let mut acc = bias;
+            for ky in 0..K {
+                let iy = iy0 + ky as isize;
+                if iy < 0 || iy >= s.h as isize {
+                    continue;
                 }
-                let q = base_out + oy * ow + ox;
-                let o = q * ld + off + cb;
-                let out: &mut [f32; L] = (&mut dst[o..o + L]).try_into().expect("L lanes");
-                if res {
-                    for l in 0..L {
-                        out[l] += d.act.apply(acc[l]);
+                for kx in 0..K {
+                    let ix = ix0 + kx as isize;
+                    if ix < 0 || ix >= s.w as isize {
+                        continue;
                     }
-                } else {
-                    for l in 0..L {
-                        out[l] = d.act.apply(acc[l]);
-                    }
+                    let p = (base_in + iy as usize * s.w + ix as usize) * sld;
+                    acc = V::fma(V::load(sp.add(p)), wt[ky * K + kx], acc);
                 }
             }
+            acc
+        }};
+    }
+    if !rows_ok {
+        for ox in 0..ow {
+            finish!(edge!(ox), ox);
         }
+        return;
+    }
+    for ox in 0..ox_lo {
+        finish!(edge!(ox), ox);
+    }
+    // Four output pixels at a time: four independent FMA chains hide the FMA latency.
+    let row0 = base_in + iy0 as usize * s.w;
+    let mut ox = ox_lo;
+    while ox + 4 <= ox_hi {
+        let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
+        let ix0 = ox * st - pad;
+        for ky in 0..K {
+            let r = row0 + ky * s.w + ix0;
+            for kx in 0..K {
+                let w = wt[ky * K + kx];
+                let p = sp.add((r + kx) * sld);
+                let step = st * sld;
+                a0 = V::fma(V::load(p), w, a0);
+                a1 = V::fma(V::load(p.add(step)), w, a1);
+                a2 = V::fma(V::load(p.add(2 * step)), w, a2);
+                a3 = V::fma(V::load(p.add(3 * step)), w, a3);
+            }
+        }
+        finish!(a0, ox);
+        finish!(a1, ox + 1);
+        finish!(a2, ox + 2);
+        finish!(a3, ox + 3);
+        ox += 4;
+    }
+    while ox < ox_hi {
+        let mut acc = bias;
+        let ix0 = ox * st - pad;
+        for ky in 0..K {
+            let r = row0 + ky * s.w + ix0;
+            for kx in 0..K {
+                acc = V::fma(V::load(sp.add((r + kx) * sld)), wt[ky * K + kx], acc);
+            }
+        }
+        finish!(acc, ox);
+        ox += 1;
+    }
+    for ox in ox_hi..ow {
+        finish!(edge!(ox), ox);
     }
 }

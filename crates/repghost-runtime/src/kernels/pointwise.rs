@@ -23,21 +23,49 @@ impl Pointwise {
                 t[i * cout + o] = w[o * cin + i];
             }
         }
-        Pointwise { cin, cout, w: t, b, act }
+        Pointwise {
+            cin,
+            cout,
+            w: t,
+            b,
+            act,
+        }
     }
 
     /// `dst[p, off..off+cout] = act(src[p, ..cin] · W + b)` for `m` pixels; with
     /// `accumulate` (no activation) the result is added to what `dst` holds.
     #[allow(clippy::too_many_arguments)]
-    pub fn run(&self, m: usize, src: View, dst: &mut [f32], ld_dst: usize, off_dst: usize, accumulate: bool, threads: usize) {
+    pub fn run(
+        &self,
+        m: usize,
+        src: View,
+        dst: &mut [f32],
+        ld_dst: usize,
+        off_dst: usize,
+        accumulate: bool,
+        threads: usize,
+    ) {
         let (k, n) = (self.cin, self.cout);
         if m == 0 {
             return;
         }
-        assert!(src.off + k <= src.ld && src.data.len() >= (m - 1) * src.ld + src.off + k, "pointwise src too small");
-        assert!(off_dst + n <= ld_dst && dst.len() >= (m - 1) * ld_dst + off_dst + n, "pointwise dst too small");
-        assert!(!accumulate || self.act == Act::None, "accumulate applies to linear layers only");
-        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        assert!(
+            src.off + k <= src.ld && src.data.len() >= (m - 1) * src.ld + src.off + k,
+            "pointwise src too small"
+        );
+        assert!(
+            off_dst + n <= ld_dst && dst.len() >= (m - 1) * ld_dst + off_dst + n,
+            "pointwise dst too small"
+        );
+        assert!(
+            !accumulate || self.act == Act::None,
+            "accumulate applies to linear layers only"
+        );
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
         // SAFETY: the asserts above bound every row and column the GEMM reads or writes.
         unsafe {
             gemm::gemm(
@@ -72,7 +100,15 @@ multiversion! {
 }
 
 #[inline(always)]
-fn epilogue_body<const FMA: bool>(m: usize, n: usize, b: &[f32], act: Act, dst: &mut [f32], ld: usize, off: usize) {
+fn epilogue_body<const FMA: bool>(
+    m: usize,
+    n: usize,
+    b: &[f32],
+    act: Act,
+    dst: &mut [f32],
+    ld: usize,
+    off: usize,
+) {
     let b = &b[..n];
     for p in 0..m {
         let row = &mut dst[p * ld + off..p * ld + off + n];

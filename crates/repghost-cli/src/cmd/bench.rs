@@ -1,0 +1,184 @@
+//! `repghost bench`: latency and throughput of the engines on the same weights. Speed is
+//! measured here (and in scripts/bench_ort.py, which runs ONNX Runtime in the same session),
+//! never in tests.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use burn::tensor::{Device, Tensor, TensorData};
+use repghost::testing::Rng;
+use repghost::variants::resolve;
+use repghost::weights::{self, Form, LoadOptions};
+use repghost::Model as BurnModel;
+use repghost_runtime::{Layout, Model as RtModel};
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Models to measure (random weights), e.g. repghostnet_100 ghostnet_100.
+    #[arg(long, num_args = 1.., default_value = "repghostnet_100")]
+    model: Vec<String>,
+    /// Measure these weights instead of random ones (deploy form for the runtime).
+    #[arg(long, conflicts_with = "model")]
+    weights: Option<PathBuf>,
+    /// Engines: our runtime, burn's deploy forward, burn's train form (eval mode).
+    #[arg(long, value_enum, num_args = 1.., default_values = ["runtime"])]
+    engine: Vec<Engine>,
+    /// Thread counts to measure.
+    #[arg(long, num_args = 1.., default_values_t = [1usize])]
+    threads: Vec<usize>,
+    /// Batch sizes to measure.
+    #[arg(long, num_args = 1.., default_values_t = [1usize])]
+    batch: Vec<usize>,
+    /// Input resolution (square).
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Timed runs per measurement (after warm-up).
+    #[arg(long, default_value_t = 60)]
+    runs: usize,
+    /// Also print where the runtime's time goes, per kind of layer.
+    #[arg(long)]
+    profile: bool,
+    /// Text lines or one JSON object per line.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Debug)]
+enum Engine {
+    Runtime,
+    Burn,
+    BurnTrain,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn timed(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    let warm = (runs / 10).max(2);
+    for _ in 0..warm {
+        f()?;
+    }
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok((t[t.len() / 2], t[0]))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.runs == 0 || args.size < 32 || args.threads.contains(&0) || args.batch.contains(&0) {
+        bail!("--runs, --threads and --batch must be positive and --size at least 32");
+    }
+    let device = Device::flex();
+    let dir = tempfile_dir()?;
+    let models: Vec<(String, BurnModel, Option<BurnModel>)> = match &args.weights {
+        Some(w) => {
+            let l = weights::load(w, &LoadOptions::default(), &device)?;
+            let m = l.model.valid();
+            match l.form {
+                Form::Deploy => vec![(l.name, m, None)],
+                _ => vec![(l.name, m.clone().reparameterize(), Some(m))],
+            }
+        }
+        None => args
+            .model
+            .iter()
+            .map(|name| {
+                let (name, v) = resolve(name)?;
+                let train = BurnModel::new(&v.config(1000), &device).valid();
+                Ok((name, train.clone().reparameterize(), Some(train)))
+            })
+            .collect::<Result<_>>()?,
+    };
+    for (name, deploy, train) in &models {
+        let path = dir.join(format!("{name}.safetensors"));
+        weights::save(deploy, name, Form::Deploy, None, &path)?;
+        let rt = RtModel::load(&path)?;
+        let cin = deploy.config().in_chans;
+        for &batch in &args.batch {
+            let shape = [batch, cin, args.size, args.size];
+            let mut rng = Rng::new(1);
+            let x = rng.vec(shape.iter().product(), Rng::normal);
+            for &threads in &args.threads {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+                for &engine in &args.engine {
+                    let (median, min) = match engine {
+                        Engine::Runtime => {
+                            let mut ws = rt.workspace(batch, args.size, args.size)?;
+                            ws.threads = threads;
+                            let r = pool.install(|| {
+                                timed(args.runs, || {
+                                    rt.run(&mut ws, &x, Layout::Nchw).map(|_| ()).map_err(Into::into)
+                                })
+                            })?;
+                            if args.profile {
+                                ws.profile = Some(repghost_runtime::Profile::default());
+                                for _ in 0..args.runs {
+                                    pool.install(|| rt.run(&mut ws, &x, Layout::Nchw))?;
+                                }
+                                let p = ws.profile.take().unwrap_or_default();
+                                let total: f64 = p.entries.iter().map(|e| e.1).sum();
+                                for (kind, ms, calls) in p.entries {
+                                    eprintln!(
+                                        "  {kind:<14} {:7.3} ms/run {:5.1}%  ({} calls/run)",
+                                        ms / args.runs as f64,
+                                        100.0 * ms / total,
+                                        calls / args.runs as u64
+                                    );
+                                }
+                            }
+                            r
+                        }
+                        Engine::Burn | Engine::BurnTrain => {
+                            let m = if engine == Engine::Burn {
+                                Some(deploy)
+                            } else {
+                                train.as_ref()
+                            };
+                            let Some(m) = m else { continue };
+                            let t = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device);
+                            pool.install(|| {
+                                timed(args.runs, || {
+                                    let y = m.forward(t.clone()).into_data();
+                                    std::hint::black_box(y);
+                                    Ok(())
+                                })
+                            })?
+                        }
+                    };
+                    let eng = format!("{engine:?}")
+                        .to_lowercase()
+                        .replace("burntrain", "burn-train");
+                    match args.format {
+                        Format::Json => println!(
+                            "{}",
+                            json!({"model": name, "engine": eng, "threads": threads, "batch": batch, "size": args.size,
+                                   "median_ms": median, "min_ms": min, "images_per_s": batch as f64 * 1e3 / median,
+                                   "simd": repghost_runtime::simd_level().name()})
+                        ),
+                        Format::Text => println!(
+                            "{name:<18} {eng:<10} threads {threads} batch {batch:<3} median {median:8.2} ms  min {min:8.2} ms  {:8.1} img/s",
+                            batch as f64 * 1e3 / median
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("repghost-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}

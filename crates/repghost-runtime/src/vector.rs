@@ -1,0 +1,139 @@
+//! Explicit SIMD vectors for the hand-written kernels: 16 lanes (AVX-512), 8 (AVX2+FMA),
+//! 4 (SSE) and 1 (portable). A kernel is written once over [`Vf`] and instantiated inside
+//! functions compiled for the matching target features.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// A vector of `L` f32 lanes. All methods are `unsafe`: the caller guarantees the CPU
+/// supports the vector's instruction set and that pointers cover `L` floats.
+pub trait Vf: Copy {
+    const L: usize;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    unsafe fn splat(v: f32) -> Self;
+    /// `a * b + c`
+    unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+    unsafe fn add(a: Self, b: Self) -> Self;
+    unsafe fn max(a: Self, b: Self) -> Self;
+}
+
+/// Applies activation code `A` (see `Act::code`) lane-wise.
+#[inline(always)]
+pub unsafe fn act<V: Vf, const A: u8>(v: V) -> V {
+    match A {
+        0 => v,
+        1 => V::max(v, V::splat(0.0)),
+        _ => {
+            let mut t = [0f32; 16];
+            v.store(t.as_mut_ptr());
+            for x in t.iter_mut().take(V::L) {
+                *x = crate::act::Act::apply_code::<A>(*x);
+            }
+            V::load(t.as_ptr())
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct F1(f32);
+
+impl Vf for F1 {
+    const L: usize = 1;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        F1(*p)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        *p = self.0
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        F1(v)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+        F1(a.0 * b.0 + c.0)
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        F1(a.0 + b.0)
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self, b: Self) -> Self {
+        F1(a.0.max(b.0))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_vector {
+    ($name:ident, $ty:ty, $l:expr, $load:ident, $store:ident, $set1:ident, $fma:ident, $add:ident, $max:ident) => {
+        #[derive(Clone, Copy)]
+        pub struct $name($ty);
+        impl Vf for $name {
+            const L: usize = $l;
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self {
+                $name($load(p))
+            }
+            #[inline(always)]
+            unsafe fn store(self, p: *mut f32) {
+                $store(p, self.0)
+            }
+            #[inline(always)]
+            unsafe fn splat(v: f32) -> Self {
+                $name($set1(v))
+            }
+            #[inline(always)]
+            unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+                $name($fma(a.0, b.0, c.0))
+            }
+            #[inline(always)]
+            unsafe fn add(a: Self, b: Self) -> Self {
+                $name($add(a.0, b.0))
+            }
+            #[inline(always)]
+            unsafe fn max(a: Self, b: Self) -> Self {
+                $name($max(a.0, b.0))
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+x86_vector!(
+    F16,
+    __m512,
+    16,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    _mm512_max_ps
+);
+#[cfg(target_arch = "x86_64")]
+x86_vector!(
+    F8,
+    __m256,
+    8,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    _mm256_max_ps
+);
+#[cfg(target_arch = "x86_64")]
+x86_vector!(
+    F4,
+    __m128,
+    4,
+    _mm_loadu_ps,
+    _mm_storeu_ps,
+    _mm_set1_ps,
+    _mm_fmadd_ps,
+    _mm_add_ps,
+    _mm_max_ps
+);
