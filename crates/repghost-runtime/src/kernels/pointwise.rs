@@ -12,6 +12,8 @@ pub struct Pointwise {
     pub w: Vec<f32>,
     pub b: Vec<f32>,
     pub act: Act,
+    /// `w` packed for the AVX-512 kernel (empty where that kernel is not used).
+    pub packed: Vec<f32>,
 }
 
 impl Pointwise {
@@ -23,13 +25,12 @@ impl Pointwise {
                 t[i * cout + o] = w[o * cin + i];
             }
         }
-        Pointwise {
-            cin,
-            cout,
-            w: t,
-            b,
-            act,
-        }
+        let packed = if crate::simd::level() == crate::simd::Level::Avx512 {
+            super::gemm512::pack(&t, cin, cout)
+        } else {
+            Vec::new()
+        };
+        Pointwise { cin, cout, w: t, b, act, packed }
     }
 
     /// `dst[p, off..off+cout] = act(src[p, ..cin] · W + b)` for `m` pixels; with
@@ -61,6 +62,27 @@ impl Pointwise {
             !accumulate || self.act == Act::None,
             "accumulate applies to linear layers only"
         );
+        #[cfg(target_arch = "x86_64")]
+        if !self.packed.is_empty() && threads <= 1 && matches!(self.act, Act::None | Act::Relu) {
+            // SAFETY: AVX-512 was detected when the weights were packed; the asserts above
+            // bound every row of A and C; `packed` and `b` match k and n.
+            unsafe {
+                super::gemm512::gemm(
+                    m,
+                    k,
+                    n,
+                    src.data.as_ptr().add(src.off),
+                    src.ld,
+                    self.packed.as_ptr(),
+                    self.b.as_ptr(),
+                    dst.as_mut_ptr().add(off_dst),
+                    ld_dst,
+                    self.act == Act::Relu,
+                    accumulate,
+                )
+            };
+            return;
+        }
         let par = if threads > 1 {
             gemm::Parallelism::Rayon(threads)
         } else {

@@ -1,7 +1,9 @@
 //! The stem: a dense k×k convolution with few input channels, read straight from the
 //! caller's NCHW or NHWC input (the layout change is fused in), bias and ReLU fused.
 
-use crate::simd::{fmadd, multiversion};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Level;
+use crate::vector::{Vf, F1};
 
 pub struct Stem {
     pub cin: usize,
@@ -53,131 +55,133 @@ impl Stem {
     }
 }
 
-multiversion! {
-    fn stem(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32]) => stem_body
+fn stem(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::vector::{F16, F4, F8};
+        #[target_feature(enable = "avx512f,avx512vl,fma,avx2")]
+        unsafe fn avx512(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32]) {
+            layout::<F16, F8, F4>(s, n, h, w, input, nchw, dst)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32]) {
+            layout::<F8, F8, F4>(s, n, h, w, input, nchw, dst)
+        }
+        match crate::simd::level() {
+            // SAFETY: level() checked the CPU features.
+            Level::Avx512 => return unsafe { avx512(s, n, h, w, input, nchw, dst) },
+            Level::Avx2 => return unsafe { avx2(s, n, h, w, input, nchw, dst) },
+            Level::Portable => {}
+        }
+    }
+    // SAFETY: F1 is plain scalar code.
+    unsafe { layout::<F1, F1, F1>(s, n, h, w, input, nchw, dst) }
 }
 
 #[inline(always)]
-fn stem_body<const FMA: bool>(
-    s: &Stem,
-    n: usize,
-    h: usize,
-    w: usize,
-    input: &[f32],
-    nchw: bool,
-    dst: &mut [f32],
-) {
+unsafe fn layout<A: Vf, B: Vf, C: Vf>(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32]) {
     if nchw {
-        layout::<true, FMA>(s, n, h, w, input, dst)
+        blocks::<true, A, B, C>(s, n, h, w, input, dst)
     } else {
-        layout::<false, FMA>(s, n, h, w, input, dst)
+        blocks::<false, A, B, C>(s, n, h, w, input, dst)
     }
 }
 
 #[inline(always)]
-fn layout<const NCHW: bool, const FMA: bool>(
-    s: &Stem,
-    n: usize,
-    h: usize,
-    w: usize,
-    input: &[f32],
-    dst: &mut [f32],
-) {
-    let mut cb = 0;
-    while cb + 16 <= s.cout {
-        lanes::<16, NCHW, FMA>(s, n, h, w, input, dst, cb);
-        cb += 16;
-    }
-    while cb + 4 <= s.cout {
-        lanes::<4, NCHW, FMA>(s, n, h, w, input, dst, cb);
-        cb += 4;
-    }
-    while cb < s.cout {
-        lanes::<1, NCHW, FMA>(s, n, h, w, input, dst, cb);
-        cb += 1;
+unsafe fn blocks<const NCHW: bool, A: Vf, B: Vf, C: Vf>(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], dst: &mut [f32]) {
+    let (oh, _) = s.out_hw(h, w);
+    for img in 0..n {
+        for oy in 0..oh {
+            let mut cb = 0;
+            while cb + A::L <= s.cout {
+                row::<NCHW, A>(s, h, w, input, dst, cb, img, oy);
+                cb += A::L;
+            }
+            while cb + B::L <= s.cout {
+                row::<NCHW, B>(s, h, w, input, dst, cb, img, oy);
+                cb += B::L;
+            }
+            while cb + C::L <= s.cout {
+                row::<NCHW, C>(s, h, w, input, dst, cb, img, oy);
+                cb += C::L;
+            }
+            while cb < s.cout {
+                row::<NCHW, F1>(s, h, w, input, dst, cb, img, oy);
+                cb += 1;
+            }
+        }
     }
 }
 
-/// Output channels `cb..cb+L`: one vector accumulator per output pixel.
+/// Output channels `cb..cb+V::L` of one output row; interior pixels four at a time (four
+/// independent FMA chains), edge pixels one at a time with their taps clipped.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn lanes<const L: usize, const NCHW: bool, const FMA: bool>(
-    s: &Stem,
-    n: usize,
-    h: usize,
-    w: usize,
-    input: &[f32],
-    dst: &mut [f32],
-    cb: usize,
-) {
+unsafe fn row<const NCHW: bool, V: Vf>(s: &Stem, h: usize, w: usize, input: &[f32], dst: &mut [f32], cb: usize, img: usize, oy: usize) {
     let (oh, ow) = s.out_hw(h, w);
-    let (cin, cout, k) = (s.cin, s.cout, s.k);
-    let pad = (k / 2) as isize;
-    let bias: [f32; L] = s.b[cb..cb + L].try_into().expect("L lanes");
-    // Pixel (iy, ix), channel ci of image img.
-    let at = |img: usize, ci: usize, iy: usize, ix: usize| {
+    let (cin, cout, k, st) = (s.cin, s.cout, s.k, s.stride);
+    let pad = k / 2;
+    let ip = input.as_ptr();
+    let wp = s.w.as_ptr().add(cb);
+    let bias = V::load(s.b.as_ptr().add(cb));
+    // Element (ci, iy, ix) of this image.
+    let at = |ci: usize, iy: usize, ix: usize| {
         if NCHW {
             ((img * cin + ci) * h + iy) * w + ix
         } else {
             ((img * h + iy) * w + ix) * cin + ci
         }
     };
-    for img in 0..n {
-        for oy in 0..oh {
-            let iy0 = (oy * s.stride) as isize - pad;
-            let rows_ok = iy0 >= 0 && iy0 as usize + k <= h;
-            for ox in 0..ow {
-                let mut acc = bias;
-                let ix0 = (ox * s.stride) as isize - pad;
-                if rows_ok && ix0 >= 0 && ix0 as usize + k <= w {
-                    let (iy0, ix0) = (iy0 as usize, ix0 as usize);
-                    let ip = input.as_ptr();
-                    let wp = s.w.as_ptr();
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            for ci in 0..cin {
-                                // SAFETY: interior window of a checked input; weight rows in range.
-                                let v = unsafe { *ip.add(at(img, ci, iy0 + ky, ix0 + kx)) };
-                                let wr = unsafe { wp.add(((ky * k + kx) * cin + ci) * cout + cb) };
-                                for l in 0..L {
-                                    acc[l] = fmadd::<FMA>(v, unsafe { *wr.add(l) }, acc[l]);
-                                }
-                            }
-                        }
+    let step = if NCHW { st } else { st * cin };
+    let iy0 = (oy * st) as isize - pad as isize;
+    let rows_ok = iy0 >= 0 && iy0 as usize + k <= h;
+    let ox_lo = pad.div_ceil(st).min(ow);
+    let ox_hi = if rows_ok && w + pad >= k { ((w + pad - k) / st + 1).min(ow) } else { 0 }.max(ox_lo);
+    let out = dst.as_mut_ptr().add(((img * oh + oy) * ow) * cout + cb);
+    let mut ox = 0;
+    while ox < ow {
+        if ox >= ox_lo && ox + 4 <= ox_hi {
+            let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
+            let ix0 = ox * st - pad;
+            for ky in 0..k {
+                for kx in 0..k {
+                    for ci in 0..cin {
+                        let wv = V::load(wp.add(((ky * k + kx) * cin + ci) * cout));
+                        let p = ip.add(at(ci, iy0 as usize + ky, ix0 + kx));
+                        a0 = V::fma(V::splat(*p), wv, a0);
+                        a1 = V::fma(V::splat(*p.add(step)), wv, a1);
+                        a2 = V::fma(V::splat(*p.add(2 * step)), wv, a2);
+                        a3 = V::fma(V::splat(*p.add(3 * step)), wv, a3);
                     }
-                    let o = ((img * oh + oy) * ow + ox) * cout + cb;
-                    let out: &mut [f32; L] = (&mut dst[o..o + L]).try_into().expect("L lanes");
-                    for l in 0..L {
-                        out[l] = acc[l].max(0.0);
-                    }
+                }
+            }
+            let z = V::splat(0.0);
+            V::max(a0, z).store(out.add(ox * cout));
+            V::max(a1, z).store(out.add((ox + 1) * cout));
+            V::max(a2, z).store(out.add((ox + 2) * cout));
+            V::max(a3, z).store(out.add((ox + 3) * cout));
+            ox += 4;
+            continue;
+        }
+        let mut acc = bias;
+        let ix0 = (ox * st) as isize - pad as isize;
+        for ky in 0..k {
+            let iy = iy0 + ky as isize;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            for kx in 0..k {
+                let ix = ix0 + kx as isize;
+                if ix < 0 || ix >= w as isize {
                     continue;
                 }
-                for ky in 0..k {
-                    let iy = (oy * s.stride) as isize + ky as isize - pad;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..k {
-                        let ix = (ox * s.stride) as isize + kx as isize - pad;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        for ci in 0..cin {
-                            let v = input[at(img, ci, iy as usize, ix as usize)];
-                            let o = ((ky * k + kx) * cin + ci) * cout + cb;
-                            let wr: &[f32; L] = s.w[o..o + L].try_into().expect("L lanes");
-                            for l in 0..L {
-                                acc[l] = fmadd::<FMA>(v, wr[l], acc[l]);
-                            }
-                        }
-                    }
-                }
-                let o = ((img * oh + oy) * ow + ox) * cout + cb;
-                let out: &mut [f32; L] = (&mut dst[o..o + L]).try_into().expect("L lanes");
-                for l in 0..L {
-                    out[l] = acc[l].max(0.0);
+                for ci in 0..cin {
+                    let wv = V::load(wp.add(((ky * k + kx) * cin + ci) * cout));
+                    acc = V::fma(V::splat(*ip.add(at(ci, iy as usize, ix as usize))), wv, acc);
                 }
             }
         }
+        V::max(acc, V::splat(0.0)).store(out.add(ox * cout));
+        ox += 1;
     }
 }
