@@ -225,15 +225,18 @@ unsafe fn row<const K: usize, const ACT: u8, V: Vf>(
     let base_in = img * s.h * s.w;
     let base_out = img * oh * ow;
     let iy0 = (oy * st) as isize - pad as isize;
-    let rows_ok = iy0 >= 0 && iy0 as usize + K <= s.h;
-    // Interior output columns: every tap of pixels ox_lo..ox_hi lies inside the input.
-    let ox_lo = pad.div_ceil(st).min(ow);
-    let ox_hi = if s.w + pad >= K {
-        ((s.w + pad - K) / st + 1).min(ow)
-    } else {
-        0
+    // Which of the K input rows exist (all of them away from the top and bottom edges).
+    let mut row_ok = [false; 5];
+    for (ky, ok) in row_ok.iter_mut().enumerate().take(K) {
+        let iy = iy0 + ky as isize;
+        *ok = iy >= 0 && iy < s.h as isize;
     }
-    .max(ox_lo);
+    // Clamped row index, so that address arithmetic stays in range for skipped rows.
+    let rbase = |ky: usize| base_in + (iy0 + ky as isize).clamp(0, s.h as isize - 1) as usize * s.w;
+    // Output columns whose K taps all lie inside the input row.
+    let ox_lo = pad.div_ceil(st).min(ow);
+    let ox_hi = if s.w + pad >= K { ((s.w + pad - K) / st + 1).min(ow) } else { 0 }.max(ox_lo);
+    let step = st * sld;
     // Macros, not closures: a closure is a function of its own, compiled without the
     // caller's target features, and would turn every vector op into a call.
     macro_rules! finish {
@@ -247,48 +250,42 @@ unsafe fn row<const K: usize, const ACT: u8, V: Vf>(
             }
         }};
     }
+    // One pixel with its columns clipped (left and right edges).
     macro_rules! edge {
         ($ox:expr) => {{
             let ix0 = ($ox * st) as isize - pad as isize;
             let mut acc = bias;
             for ky in 0..K {
-                let iy = iy0 + ky as isize;
-                if iy < 0 || iy >= s.h as isize {
+                if !row_ok[ky] {
                     continue;
                 }
+                let r = rbase(ky);
                 for kx in 0..K {
                     let ix = ix0 + kx as isize;
-                    if ix < 0 || ix >= s.w as isize {
-                        continue;
+                    if ix >= 0 && ix < s.w as isize {
+                        acc = V::fma(V::load(sp.add((r + ix as usize) * sld)), wt[ky * K + kx], acc);
                     }
-                    let p = (base_in + iy as usize * s.w + ix as usize) * sld;
-                    acc = V::fma(V::load(sp.add(p)), wt[ky * K + kx], acc);
                 }
             }
             acc
         }};
     }
-    if !rows_ok {
-        for ox in 0..ow {
-            finish!(edge!(ox), ox);
-        }
-        return;
-    }
     for ox in 0..ox_lo {
         finish!(edge!(ox), ox);
     }
     // Four output pixels at a time: four independent FMA chains hide the FMA latency.
-    let row0 = base_in + iy0 as usize * s.w;
     let mut ox = ox_lo;
     while ox + 4 <= ox_hi {
         let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
         let ix0 = ox * st - pad;
         for ky in 0..K {
-            let r = row0 + ky * s.w + ix0;
+            if !row_ok[ky] {
+                continue;
+            }
+            let r = rbase(ky) + ix0;
             for kx in 0..K {
                 let w = wt[ky * K + kx];
                 let p = sp.add((r + kx) * sld);
-                let step = st * sld;
                 a0 = V::fma(V::load(p), w, a0);
                 a1 = V::fma(V::load(p.add(step)), w, a1);
                 a2 = V::fma(V::load(p.add(2 * step)), w, a2);
@@ -301,11 +298,34 @@ unsafe fn row<const K: usize, const ACT: u8, V: Vf>(
         finish!(a3, ox + 3);
         ox += 4;
     }
+    // Remaining interior columns: two chains, then one.
+    while ox + 2 <= ox_hi {
+        let (mut a0, mut a1) = (bias, bias);
+        let ix0 = ox * st - pad;
+        for ky in 0..K {
+            if !row_ok[ky] {
+                continue;
+            }
+            let r = rbase(ky) + ix0;
+            for kx in 0..K {
+                let w = wt[ky * K + kx];
+                let p = sp.add((r + kx) * sld);
+                a0 = V::fma(V::load(p), w, a0);
+                a1 = V::fma(V::load(p.add(step)), w, a1);
+            }
+        }
+        finish!(a0, ox);
+        finish!(a1, ox + 1);
+        ox += 2;
+    }
     while ox < ox_hi {
         let mut acc = bias;
         let ix0 = ox * st - pad;
         for ky in 0..K {
-            let r = row0 + ky * s.w + ix0;
+            if !row_ok[ky] {
+                continue;
+            }
+            let r = rbase(ky) + ix0;
             for kx in 0..K {
                 acc = V::fma(V::load(sp.add((r + kx) * sld)), wt[ky * K + kx], acc);
             }
