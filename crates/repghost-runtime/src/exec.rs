@@ -28,6 +28,37 @@ pub struct FeatureMap {
     pub data: Vec<f32>,
 }
 
+/// Row stride of a map with `c` channels: a multiple of 16 floats (8 for narrow maps), so
+/// that with 64-byte aligned buffers no vector load straddles two cache lines.
+pub(crate) fn ld(c: usize) -> usize {
+    if c <= 8 {
+        8
+    } else {
+        c.next_multiple_of(16)
+    }
+}
+
+/// A float buffer whose first element is 64-byte aligned.
+struct Buf {
+    raw: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl Buf {
+    fn new(len: usize) -> Self {
+        let raw = vec![0.0f32; len + 16];
+        let off = raw.as_ptr().align_offset(64).min(15);
+        Buf { raw, off, len }
+    }
+    fn get(&self) -> &[f32] {
+        &self.raw[self.off..self.off + self.len]
+    }
+    fn get_mut(&mut self) -> &mut [f32] {
+        &mut self.raw[self.off..self.off + self.len]
+    }
+}
+
 /// Everything one inference writes, sized for one input shape. Make one per thread.
 pub struct Workspace {
     pub batch: usize,
@@ -37,7 +68,7 @@ pub struct Workspace {
     pub threads: usize,
     /// Set to `Some(Profile::default())` to time each kind of layer.
     pub profile: Option<Profile>,
-    bufs: [Vec<f32>; 5],
+    bufs: [Buf; 5],
     scratch: Vec<f32>,
     pooled: Vec<f32>,
     hidden: Vec<f32>,
@@ -54,19 +85,19 @@ impl Model {
             )));
         }
         let (mut h, mut w) = self.stem.out_hw(height, width);
-        let mut most = h * w * self.stem.cout;
+        let mut most = h * w * ld(self.stem.cout);
         let mut widest = self.stem.cout;
         let mut features = Vec::new();
         let mut stride = height.div_ceil(h).max(1);
         for (i, b) in self.blocks.iter().enumerate() {
             let mid = b.ghost1.out_channels();
-            most = most.max(h * w * mid.max(b.ghost1.primary.cout));
+            most = most.max(h * w * ld(mid.max(b.ghost1.primary.cout)));
             if let Some(dw) = &b.dw {
                 (h, w) = dw.out_hw(h, w);
                 stride *= 2;
             }
             let out = b.ghost2.out_channels();
-            most = most.max(h * w * out.max(b.ghost2.primary.cout).max(b.ghost1.primary.cin));
+            most = most.max(h * w * ld(out.max(b.ghost2.primary.cout).max(b.ghost1.primary.cin)));
             widest = widest.max(mid).max(out);
             if let Some(k) = FEATURE_STAGES.iter().position(|&s| self.stage_ends[s] == i) {
                 let _ = k;
@@ -80,7 +111,7 @@ impl Model {
                 });
             }
         }
-        most = most.max(h * w * self.final_conv.cout);
+        most = most.max(h * w * ld(self.final_conv.cout));
         widest = widest.max(self.final_conv.cout);
         let size = batch * most;
         Ok(Workspace {
@@ -89,7 +120,7 @@ impl Model {
             width,
             threads: 1,
             profile: None,
-            bufs: std::array::from_fn(|_| vec![0.0; size]),
+            bufs: std::array::from_fn(|_| Buf::new(size)),
             scratch: vec![0.0; 2 * widest + 64],
             pooled: vec![0.0; batch * self.final_conv.cout],
             hidden: vec![0.0; batch * self.conv_head.cout],
@@ -102,7 +133,7 @@ impl Model {
     /// Fills every buffer with NaN, so that a test can prove each output was written.
     pub fn poison(&self, ws: &mut Workspace) {
         for b in ws.bufs.iter_mut() {
-            b.fill(f32::NAN);
+            b.get_mut().fill(f32::NAN);
         }
         for v in [&mut ws.pooled, &mut ws.hidden, &mut ws.logits, &mut ws.scratch] {
             v.fill(f32::NAN);
@@ -142,17 +173,18 @@ impl Model {
             let t = ws.threads;
             timed(&mut ws.profile, "pointwise", || {
                 self.final_conv
-                    .run(n * h * w, View::new(src, ch, 0), dst, fin, 0, false, t)
+                    .run(n * h * w, View::new(src, ld(ch), 0), dst, ld(fin), 0, false, t)
             });
         }
         let start = std::time::Instant::now();
         let hw = h * w;
-        let maps = &ws.bufs[out];
+        let maps = ws.bufs[out].get();
+        let lf = ld(fin);
         for img in 0..n {
             let pooled = &mut ws.pooled[img * fin..(img + 1) * fin];
             pooled.fill(0.0);
             for p in 0..hw {
-                let row = &maps[(img * hw + p) * fin..(img * hw + p + 1) * fin];
+                let row = &maps[(img * hw + p) * lf..(img * hw + p) * lf + fin];
                 pooled.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
             }
             let inv = 1.0 / hw as f32;
@@ -207,10 +239,11 @@ impl Model {
         let n = ws.batch;
         let (mut h, mut w) = self.stem.out_hw(ws.height, ws.width);
         let (height, width) = (ws.height, ws.width);
-        let buf = &mut ws.bufs[0];
+        let buf = ws.bufs[0].get_mut();
+        let lds = ld(self.stem.cout);
         timed(&mut ws.profile, "stem", || {
             self.stem
-                .run(n, height, width, input, layout == Layout::Nchw, buf)
+                .run(n, height, width, input, layout == Layout::Nchw, buf, lds)
         });
         let (mut cur, mut ch) = (0, self.stem.cout);
         let mut k = 0;
@@ -218,7 +251,10 @@ impl Model {
             (cur, h, w, ch) = block(b, ws, cur, n, h, w, ch);
             if features && FEATURE_STAGES.iter().any(|&s| self.stage_ends[s] == i) {
                 let len = n * h * w * ch;
-                ws.features[k].data.copy_from_slice(&ws.bufs[cur][..len]);
+                let (src, l) = (ws.bufs[cur].get(), ld(ch));
+                for (px, dst) in ws.features[k].data[..len].chunks_exact_mut(ch).enumerate() {
+                    dst.copy_from_slice(&src[px * l..px * l + ch]);
+                }
                 k += 1;
             }
         }
@@ -232,14 +268,14 @@ fn other(a: usize, b: usize) -> usize {
 }
 
 /// `bufs[r]` to read and `bufs[w]` to write.
-fn pair(bufs: &mut [Vec<f32>; 5], r: usize, w: usize) -> (&[f32], &mut [f32]) {
+fn pair(bufs: &mut [Buf; 5], r: usize, w: usize) -> (&[f32], &mut [f32]) {
     assert_ne!(r, w, "a kernel cannot read and write one buffer");
     if r < w {
         let (a, b) = bufs.split_at_mut(w);
-        (&a[r], &mut b[0])
+        (a[r].get(), b[0].get_mut())
     } else {
         let (a, b) = bufs.split_at_mut(r);
-        (&b[0], &mut a[w])
+        (b[0].get(), a[w].get_mut())
     }
 }
 
@@ -268,13 +304,23 @@ fn block(
     if let Some(dw) = &b.dw {
         let (src, dst) = pair(&mut ws.bufs, q, p);
         timed(&mut ws.profile, "depthwise s2", || {
-            dw.run(mid, Shape { n, h, w }, View::new(src, mid, 0), dst, mid, 0, false)
+            dw.run(
+                mid,
+                Shape { n, h, w },
+                View::new(src, ld(mid), 0),
+                dst,
+                ld(mid),
+                0,
+                false,
+            )
         });
         (t, (oh, ow)) = (p, dw.out_hw(h, w));
     }
     if let Some(se) = &b.se {
-        let (buf, scratch) = (&mut ws.bufs[t], &mut ws.scratch);
-        timed(&mut ws.profile, "se", || se.run(n, oh * ow, buf, mid, scratch));
+        let (buf, scratch) = (ws.bufs[t].get_mut(), &mut ws.scratch);
+        timed(&mut ws.profile, "se", || {
+            se.run(n, oh * ow, buf, ld(mid), scratch)
+        });
     }
     let cout = b.ghost2.out_channels();
     // The residual is summed in place: ghost2 accumulates into the buffer that holds it.
@@ -282,11 +328,27 @@ fn block(
         Shortcut::Proj { dw, pw } => {
             let (src, dst) = pair(&mut ws.bufs, x, r);
             timed(&mut ws.profile, "shortcut", || {
-                dw.run(cin, Shape { n, h, w }, View::new(src, cin, 0), dst, cin, 0, false)
+                dw.run(
+                    cin,
+                    Shape { n, h, w },
+                    View::new(src, ld(cin), 0),
+                    dst,
+                    ld(cin),
+                    0,
+                    false,
+                )
             });
             let (src, dst) = pair(&mut ws.bufs, r, s);
             timed(&mut ws.profile, "shortcut", || {
-                pw.run(n * oh * ow, View::new(src, cin, 0), dst, cout, 0, false, threads)
+                pw.run(
+                    n * oh * ow,
+                    View::new(src, ld(cin), 0),
+                    dst,
+                    ld(cout),
+                    0,
+                    false,
+                    threads,
+                )
             });
             (s, true)
         }
@@ -326,24 +388,33 @@ fn ghost(
     {
         let (a, b) = pair(&mut ws.bufs, src, tmp);
         timed(&mut ws.profile, "pointwise", || {
-            g.primary.run(m, View::new(a, cin, 0), b, init, 0, false, threads)
+            g.primary
+                .run(m, View::new(a, ld(cin), 0), b, ld(init), 0, false, threads)
         });
     }
     let (a, b) = pair(&mut ws.bufs, tmp, dst);
     match g.concat {
         None => timed(&mut ws.profile, "depthwise", || {
-            g.cheap.run(out, s, View::new(a, init, 0), b, out, 0, accumulate)
+            g.cheap
+                .run(out, s, View::new(a, ld(init), 0), b, ld(out), 0, accumulate)
         }),
         Some(out) => {
             // GhostNet: the concatenation is a copy of the primary output next to the cheap one.
             timed(&mut ws.profile, "depthwise", || {
-                g.cheap
-                    .run(out - init, s, View::new(a, init, 0), b, out, init, accumulate)
+                g.cheap.run(
+                    out - init,
+                    s,
+                    View::new(a, ld(init), 0),
+                    b,
+                    ld(out),
+                    init,
+                    accumulate,
+                )
             });
             let t = std::time::Instant::now();
             for px in 0..m {
-                let from = &a[px * init..(px + 1) * init];
-                let to = &mut b[px * out..px * out + init];
+                let from = &a[px * ld(init)..px * ld(init) + init];
+                let to = &mut b[px * ld(out)..px * ld(out) + init];
                 if accumulate {
                     to.iter_mut().zip(from).for_each(|(t, &f)| *t += f);
                 } else {

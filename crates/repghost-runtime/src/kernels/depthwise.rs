@@ -235,7 +235,12 @@ unsafe fn row<const K: usize, const ACT: u8, V: Vf>(
     let rbase = |ky: usize| base_in + (iy0 + ky as isize).clamp(0, s.h as isize - 1) as usize * s.w;
     // Output columns whose K taps all lie inside the input row.
     let ox_lo = pad.div_ceil(st).min(ow);
-    let ox_hi = if s.w + pad >= K { ((s.w + pad - K) / st + 1).min(ow) } else { 0 }.max(ox_lo);
+    let ox_hi = if s.w + pad >= K {
+        ((s.w + pad - K) / st + 1).min(ow)
+    } else {
+        0
+    }
+    .max(ox_lo);
     let step = st * sld;
     // Macros, not closures: a closure is a function of its own, compiled without the
     // caller's target features, and would turn every vector op into a call.

@@ -84,8 +84,18 @@ unsafe fn tile<const R: usize>(
         let col = p * PANEL;
         let width = PANEL.min(n - col);
         // Lane masks for a partial last panel.
-        let m0: __mmask16 = if width >= 16 { 0xFFFF } else { ((1u32 << width) - 1) as __mmask16 };
-        let m1: __mmask16 = if width >= 32 { 0xFFFF } else if width > 16 { ((1u32 << (width - 16)) - 1) as __mmask16 } else { 0 };
+        let m0: __mmask16 = if width >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << width) - 1) as __mmask16
+        };
+        let m1: __mmask16 = if width >= 32 {
+            0xFFFF
+        } else if width > 16 {
+            ((1u32 << (width - 16)) - 1) as __mmask16
+        } else {
+            0
+        };
         let b0 = _mm512_maskz_loadu_ps(m0, bias.add(col));
         let b1 = _mm512_maskz_loadu_ps(m1, bias.add(col + 16));
         let mut acc0 = [b0; R];

@@ -30,7 +30,14 @@ impl Pointwise {
         } else {
             Vec::new()
         };
-        Pointwise { cin, cout, w: t, b, act, packed }
+        Pointwise {
+            cin,
+            cout,
+            w: t,
+            b,
+            act,
+            packed,
+        }
     }
 
     /// `dst[p, off..off+cout] = act(src[p, ..cin] · W + b)` for `m` pixels; with

@@ -44,69 +44,108 @@ impl Stem {
         )
     }
 
-    /// `input` is `[n, cin, h, w]` (`nchw`) or `[n, h, w, cin]`; `dst` is `[n, oh, ow, cout]`.
-    pub fn run(&self, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32]) {
+    /// `input` is `[n, cin, h, w]` (`nchw`) or `[n, h, w, cin]`; `dst` is NHWC with pixel
+    /// stride `ld` ≥ `cout`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(&self, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32], ld: usize) {
         let (oh, ow) = self.out_hw(h, w);
         assert!(
-            input.len() >= n * self.cin * h * w && dst.len() >= n * oh * ow * self.cout,
+            ld >= self.cout
+                && input.len() >= n * self.cin * h * w
+                && dst.len() >= (n * oh * ow - 1) * ld + self.cout,
             "stem buffers too small"
         );
-        stem(self, n, h, w, input, nchw, dst);
+        stem(self, n, h, w, input, nchw, dst, ld);
     }
 }
 
-fn stem(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32]) {
+fn stem(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32], ld: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::vector::{F16, F4, F8};
         #[target_feature(enable = "avx512f,avx512vl,fma,avx2")]
-        unsafe fn avx512(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32]) {
-            layout::<F16, F8, F4>(s, n, h, w, input, nchw, dst)
+        unsafe fn avx512(
+            s: &Stem,
+            n: usize,
+            h: usize,
+            w: usize,
+            input: &[f32],
+            nchw: bool,
+            dst: &mut [f32],
+            ld: usize,
+        ) {
+            layout::<F16, F8, F4>(s, n, h, w, input, nchw, dst, ld)
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32]) {
-            layout::<F8, F8, F4>(s, n, h, w, input, nchw, dst)
+        unsafe fn avx2(
+            s: &Stem,
+            n: usize,
+            h: usize,
+            w: usize,
+            input: &[f32],
+            nchw: bool,
+            dst: &mut [f32],
+            ld: usize,
+        ) {
+            layout::<F8, F8, F4>(s, n, h, w, input, nchw, dst, ld)
         }
         match crate::simd::level() {
             // SAFETY: level() checked the CPU features.
-            Level::Avx512 => return unsafe { avx512(s, n, h, w, input, nchw, dst) },
-            Level::Avx2 => return unsafe { avx2(s, n, h, w, input, nchw, dst) },
+            Level::Avx512 => return unsafe { avx512(s, n, h, w, input, nchw, dst, ld) },
+            Level::Avx2 => return unsafe { avx2(s, n, h, w, input, nchw, dst, ld) },
             Level::Portable => {}
         }
     }
     // SAFETY: F1 is plain scalar code.
-    unsafe { layout::<F1, F1, F1>(s, n, h, w, input, nchw, dst) }
+    unsafe { layout::<F1, F1, F1>(s, n, h, w, input, nchw, dst, ld) }
 }
 
 #[inline(always)]
-unsafe fn layout<A: Vf, B: Vf, C: Vf>(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32]) {
+unsafe fn layout<A: Vf, B: Vf, C: Vf>(
+    s: &Stem,
+    n: usize,
+    h: usize,
+    w: usize,
+    input: &[f32],
+    nchw: bool,
+    dst: &mut [f32],
+    ld: usize,
+) {
     if nchw {
-        blocks::<true, A, B, C>(s, n, h, w, input, dst)
+        blocks::<true, A, B, C>(s, n, h, w, input, dst, ld)
     } else {
-        blocks::<false, A, B, C>(s, n, h, w, input, dst)
+        blocks::<false, A, B, C>(s, n, h, w, input, dst, ld)
     }
 }
 
 #[inline(always)]
-unsafe fn blocks<const NCHW: bool, A: Vf, B: Vf, C: Vf>(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], dst: &mut [f32]) {
+unsafe fn blocks<const NCHW: bool, A: Vf, B: Vf, C: Vf>(
+    s: &Stem,
+    n: usize,
+    h: usize,
+    w: usize,
+    input: &[f32],
+    dst: &mut [f32],
+    ld: usize,
+) {
     let (oh, _) = s.out_hw(h, w);
     for img in 0..n {
         for oy in 0..oh {
             let mut cb = 0;
             while cb + A::L <= s.cout {
-                row::<NCHW, A>(s, h, w, input, dst, cb, img, oy);
+                row::<NCHW, A>(s, h, w, input, dst, ld, cb, img, oy);
                 cb += A::L;
             }
             while cb + B::L <= s.cout {
-                row::<NCHW, B>(s, h, w, input, dst, cb, img, oy);
+                row::<NCHW, B>(s, h, w, input, dst, ld, cb, img, oy);
                 cb += B::L;
             }
             while cb + C::L <= s.cout {
-                row::<NCHW, C>(s, h, w, input, dst, cb, img, oy);
+                row::<NCHW, C>(s, h, w, input, dst, ld, cb, img, oy);
                 cb += C::L;
             }
             while cb < s.cout {
-                row::<NCHW, F1>(s, h, w, input, dst, cb, img, oy);
+                row::<NCHW, F1>(s, h, w, input, dst, ld, cb, img, oy);
                 cb += 1;
             }
         }
@@ -117,7 +156,17 @@ unsafe fn blocks<const NCHW: bool, A: Vf, B: Vf, C: Vf>(s: &Stem, n: usize, h: u
 /// independent FMA chains), edge pixels one at a time with their taps clipped.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn row<const NCHW: bool, V: Vf>(s: &Stem, h: usize, w: usize, input: &[f32], dst: &mut [f32], cb: usize, img: usize, oy: usize) {
+unsafe fn row<const NCHW: bool, V: Vf>(
+    s: &Stem,
+    h: usize,
+    w: usize,
+    input: &[f32],
+    dst: &mut [f32],
+    ld: usize,
+    cb: usize,
+    img: usize,
+    oy: usize,
+) {
     let (oh, ow) = s.out_hw(h, w);
     let (cin, cout, k, st) = (s.cin, s.cout, s.k, s.stride);
     let pad = k / 2;
@@ -136,8 +185,13 @@ unsafe fn row<const NCHW: bool, V: Vf>(s: &Stem, h: usize, w: usize, input: &[f3
     let iy0 = (oy * st) as isize - pad as isize;
     let rows_ok = iy0 >= 0 && iy0 as usize + k <= h;
     let ox_lo = pad.div_ceil(st).min(ow);
-    let ox_hi = if rows_ok && w + pad >= k { ((w + pad - k) / st + 1).min(ow) } else { 0 }.max(ox_lo);
-    let out = dst.as_mut_ptr().add(((img * oh + oy) * ow) * cout + cb);
+    let ox_hi = if rows_ok && w + pad >= k {
+        ((w + pad - k) / st + 1).min(ow)
+    } else {
+        0
+    }
+    .max(ox_lo);
+    let out = dst.as_mut_ptr().add(((img * oh + oy) * ow) * ld + cb);
     let mut ox = 0;
     while ox < ow {
         if ox >= ox_lo && ox + 4 <= ox_hi {
@@ -156,10 +210,10 @@ unsafe fn row<const NCHW: bool, V: Vf>(s: &Stem, h: usize, w: usize, input: &[f3
                 }
             }
             let z = V::splat(0.0);
-            V::max(a0, z).store(out.add(ox * cout));
-            V::max(a1, z).store(out.add((ox + 1) * cout));
-            V::max(a2, z).store(out.add((ox + 2) * cout));
-            V::max(a3, z).store(out.add((ox + 3) * cout));
+            V::max(a0, z).store(out.add(ox * ld));
+            V::max(a1, z).store(out.add((ox + 1) * ld));
+            V::max(a2, z).store(out.add((ox + 2) * ld));
+            V::max(a3, z).store(out.add((ox + 3) * ld));
             ox += 4;
             continue;
         }
@@ -181,7 +235,7 @@ unsafe fn row<const NCHW: bool, V: Vf>(s: &Stem, h: usize, w: usize, input: &[f3
                 }
             }
         }
-        V::max(acc, V::splat(0.0)).store(out.add(ox * cout));
+        V::max(acc, V::splat(0.0)).store(out.add(ox * ld));
         ox += 1;
     }
 }
