@@ -46,7 +46,11 @@ pub unsafe fn gemm(
     accumulate: bool,
 ) {
     let mut i = 0;
-    while i + 8 <= m {
+    while i + 12 <= m {
+        tile::<12>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate);
+        i += 12;
+    }
+    if i + 8 <= m {
         tile::<8>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate);
         i += 8;
     }
