@@ -74,6 +74,9 @@ pub struct Workspace {
     hidden: Vec<f32>,
     logits: Vec<f32>,
     features: Vec<FeatureMap>,
+    /// With several threads and images: one workspace per thread, each taking a share of
+    /// the batch.
+    parts: Vec<Workspace>,
 }
 
 impl Model {
@@ -126,7 +129,111 @@ impl Model {
             hidden: vec![0.0; batch * self.conv_head.cout],
             logits: vec![0.0; batch * self.num_classes],
             features,
+            parts: Vec::new(),
         })
+    }
+
+    /// A workspace for `threads` threads. A batch is split between the threads, and each
+    /// runs its images one at a time through a single-image workspace of its own, so that
+    /// every layer's maps stay in cache (a 32-image map does not); a single image splits its
+    /// largest 1×1 convolutions between the threads instead.
+    pub fn workspace_threads(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+        threads: usize,
+    ) -> Result<Workspace> {
+        let threads = threads.max(1);
+        if batch <= 1 {
+            let mut ws = self.workspace(batch, height, width)?;
+            ws.threads = threads;
+            return Ok(ws);
+        }
+        let parts = (0..threads.min(batch))
+            .map(|_| self.workspace(1, height, width))
+            .collect::<Result<Vec<_>>>()?;
+        let mut ws = self.workspace(1, height, width)?;
+        ws.batch = batch;
+        ws.threads = threads;
+        ws.logits = vec![0.0; batch * self.num_classes];
+        for (f, p) in ws.features.iter_mut().zip(&parts[0].features) {
+            *f = FeatureMap {
+                n: batch,
+                data: vec![0.0; batch * p.h * p.w * p.c],
+                ..p.clone()
+            };
+        }
+        ws.parts = parts;
+        Ok(ws)
+    }
+
+    /// Runs the images of a split workspace, each thread its share, one image at a time.
+    fn run_parts(&self, ws: &mut Workspace, input: &[f32], layout: Layout, features: bool) -> Result<()> {
+        let per = self.in_chans * ws.height * ws.width;
+        let nc = self.num_classes;
+        let t = ws.parts.len();
+        let n = ws.batch;
+        // Contiguous image ranges, one per thread.
+        let ranges: Vec<(usize, usize)> = (0..t)
+            .scan(0, |start, i| {
+                let len = n / t + usize::from(i < n % t);
+                let r = (*start, len);
+                *start += len;
+                Some(r)
+            })
+            .collect();
+        let mut logit_chunks = Vec::with_capacity(t);
+        let mut rest: &mut [f32] = &mut ws.logits;
+        for &(_, len) in &ranges {
+            let (a, b) = rest.split_at_mut(len * nc);
+            logit_chunks.push(a);
+            rest = b;
+        }
+        let fsize: Vec<usize> = ws.features.iter().map(|f| f.data.len() / n).collect();
+        let mut feat_chunks: Vec<Vec<&mut [f32]>> = (0..t).map(|_| Vec::new()).collect();
+        for (f, &size) in ws.features.iter_mut().zip(&fsize) {
+            let mut rest: &mut [f32] = &mut f.data;
+            for (i, &(_, len)) in ranges.iter().enumerate() {
+                let (a, b) = rest.split_at_mut(len * size);
+                feat_chunks[i].push(a);
+                rest = b;
+            }
+        }
+        let results: Vec<Result<()>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = ws
+                .parts
+                .iter_mut()
+                .zip(ranges.iter())
+                .zip(logit_chunks.into_iter().zip(feat_chunks))
+                .map(|((part, &(start, len)), (logits, mut feats))| {
+                    let fsize = &fsize;
+                    sc.spawn(move || -> Result<()> {
+                        for j in 0..len {
+                            let x = &input[(start + j) * per..(start + j + 1) * per];
+                            if features {
+                                let f = self.features(part, x, layout)?;
+                                for ((dst, src), &size) in feats.iter_mut().zip(f).zip(fsize) {
+                                    dst[j * size..(j + 1) * size].copy_from_slice(&src.data);
+                                }
+                            } else {
+                                let y = self.run(part, x, layout)?;
+                                logits[j * nc..(j + 1) * nc].copy_from_slice(y);
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Input("worker panicked".into())))
+                })
+                .collect()
+        });
+        results.into_iter().collect()
     }
 
     #[doc(hidden)]
@@ -140,6 +247,9 @@ impl Model {
         }
         for f in ws.features.iter_mut() {
             f.data.fill(f32::NAN);
+        }
+        for p in ws.parts.iter_mut() {
+            self.poison(p);
         }
     }
 
@@ -164,6 +274,10 @@ impl Model {
     /// Logits `[batch, num_classes]` of an input of the workspace's shape.
     pub fn run<'w>(&self, ws: &'w mut Workspace, input: &[f32], layout: Layout) -> Result<&'w [f32]> {
         self.check(ws, input)?;
+        if !ws.parts.is_empty() {
+            self.run_parts(ws, input, layout, false)?;
+            return Ok(&ws.logits);
+        }
         let (cur, h, w, ch) = self.body(ws, input, layout, false);
         let n = ws.batch;
         let fin = self.final_conv.cout;
@@ -224,6 +338,10 @@ impl Model {
         layout: Layout,
     ) -> Result<&'w [FeatureMap]> {
         self.check(ws, input)?;
+        if !ws.parts.is_empty() {
+            self.run_parts(ws, input, layout, true)?;
+            return Ok(&ws.features);
+        }
         self.body(ws, input, layout, true);
         Ok(&ws.features)
     }

@@ -153,3 +153,34 @@ fn bad_inputs_and_files_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn threads_split_batches_and_rows_without_changing_results() {
+    let (burn, rt) = deploy("repghostnet_130", 6);
+    for (batch, threads) in [(5, 2), (1, 2), (3, 3)] {
+        let shape = [batch, 3, 96, 96];
+        let x = input(shape, 12);
+        let want = burn_logits(&burn, &x, shape);
+        let mut ws = rt.workspace_threads(batch, 96, 96, threads).unwrap();
+        rt.poison(&mut ws);
+        let got = rt.run(&mut ws, &x, Layout::Nchw).unwrap().to_vec();
+        assert!(
+            rel(&got, &want) < 1e-4,
+            "batch {batch} threads {threads}: {:.2e}",
+            rel(&got, &want)
+        );
+        let single = {
+            let mut ws1 = rt.workspace(batch, 96, 96).unwrap();
+            rt.features(&mut ws1, &x, Layout::Nchw).unwrap().to_vec()
+        };
+        rt.poison(&mut ws);
+        let f = rt.features(&mut ws, &x, Layout::Nchw).unwrap();
+        for (a, b) in f.iter().zip(&single) {
+            assert_eq!((a.n, a.h, a.w, a.c), (b.n, b.h, b.w, b.c));
+            assert!(
+                rel(&a.data, &b.data) < 1e-5,
+                "features, batch {batch} threads {threads}"
+            );
+        }
+    }
+}

@@ -112,8 +112,7 @@ pub fn run(args: Args) -> Result<()> {
                 for &engine in &args.engine {
                     let (median, min) = match engine {
                         Engine::Runtime => {
-                            let mut ws = rt.workspace(batch, args.size, args.size)?;
-                            ws.threads = threads;
+                            let mut ws = rt.workspace_threads(batch, args.size, args.size, threads)?;
                             let r = pool.install(|| {
                                 timed(args.runs, || {
                                     rt.run(&mut ws, &x, Layout::Nchw).map(|_| ()).map_err(Into::into)

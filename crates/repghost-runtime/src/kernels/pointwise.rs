@@ -70,24 +70,46 @@ impl Pointwise {
             "accumulate applies to linear layers only"
         );
         #[cfg(target_arch = "x86_64")]
-        if !self.packed.is_empty() && threads <= 1 && matches!(self.act, Act::None | Act::Relu) {
-            // SAFETY: AVX-512 was detected when the weights were packed; the asserts above
-            // bound every row of A and C; `packed` and `b` match k and n.
-            unsafe {
-                super::gemm512::gemm(
-                    m,
-                    k,
-                    n,
-                    src.data.as_ptr().add(src.off),
-                    src.ld,
-                    self.packed.as_ptr(),
-                    self.b.as_ptr(),
-                    dst.as_mut_ptr().add(off_dst),
-                    ld_dst,
-                    self.act == Act::Relu,
-                    accumulate,
-                )
+        if !self.packed.is_empty() && matches!(self.act, Act::None | Act::Relu) {
+            let relu = self.act == Act::Relu;
+            // Split the rows between threads (each runs the same kernel on its rows).
+            let chunks = if threads > 1 && m >= 2048 { threads } else { 1 };
+            let rows = m.div_ceil(chunks).next_multiple_of(12);
+            let (a, c) = (
+                src.data.as_ptr() as usize + src.off * 4,
+                dst.as_mut_ptr() as usize + off_dst * 4,
+            );
+            let (lda, packed, bias) = (src.ld, self.packed.as_ptr() as usize, self.b.as_ptr() as usize);
+            let job = move |i0: usize| {
+                let mm = rows.min(m - i0);
+                // SAFETY: AVX-512 was detected when the weights were packed; the asserts
+                // above bound every row of A and C; each job writes its own rows of C;
+                // `packed` and `b` match k and n.
+                unsafe {
+                    super::gemm512::gemm(
+                        mm,
+                        k,
+                        n,
+                        (a as *const f32).add(i0 * lda),
+                        lda,
+                        packed as *const f32,
+                        bias as *const f32,
+                        (c as *mut f32).add(i0 * ld_dst),
+                        ld_dst,
+                        relu,
+                        accumulate,
+                    )
+                }
             };
+            if chunks == 1 {
+                job(0);
+            } else {
+                rayon::scope(|sc| {
+                    for i0 in (0..m).step_by(rows) {
+                        sc.spawn(move |_| job(i0));
+                    }
+                });
+            }
             return;
         }
         let par = if threads > 1 {
