@@ -259,3 +259,18 @@ fn bad_data_gives_clear_errors() {
         "no class folders",
     );
 }
+
+#[test]
+fn runtime_and_burn_engines_agree() {
+    let w = weights();
+    let folder = data_fixture("folder");
+    let mut results = Vec::new();
+    for engine in ["runtime", "burn"] {
+        let out = repghost(&["eval", "--weights", s(&w), "--data", s(&folder), "--format", "json", "--engine", engine]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["engine"].as_str(), Some(engine));
+        results.push(v["loss"].as_f64().unwrap());
+    }
+    assert!((results[0] - results[1]).abs() < 1e-4, "{results:?}");
+}

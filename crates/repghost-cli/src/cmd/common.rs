@@ -8,6 +8,12 @@ use repghost::weights::{self, LoadOptions, Loaded};
 use repghost::Model;
 use repghost_data::{Interpolation, Preprocess};
 
+use std::cell::RefCell;
+
+use repghost::weights::safetensors_io::{self, Meta};
+use repghost::weights::{state_dict, Form};
+use repghost_runtime::{Layout, Workspace};
+
 use crate::device::{device, DeviceArg};
 
 #[derive(clap::Args)]
@@ -27,6 +33,20 @@ pub struct ModelArgs {
     /// Samples per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Which engine computes: our CPU runtime (the deploy graph; train-form weights are
+    /// re-parameterized in memory first) or burn. `auto`: the runtime on the CPU, burn on a GPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: EngineArg,
+    /// CPU threads for the runtime engine.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum EngineArg {
+    Auto,
+    Runtime,
+    Burn,
 }
 
 /// Overrides of the preprocessing recorded in the weights (ImageNet's by default:
@@ -61,6 +81,9 @@ pub struct Runner {
     pub loaded: Loaded,
     pub model: Model,
     pub device: burn::tensor::Device,
+    /// The runtime engine and its workspace for the last input shape, when it computes.
+    runtime: Option<(repghost_runtime::Model, RefCell<Option<([usize; 4], Workspace)>>)>,
+    threads: usize,
 }
 
 pub fn load(args: &ModelArgs) -> Result<Runner> {
@@ -74,14 +97,38 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
     };
     let loaded = weights::load(&args.weights, &opts, &device)?;
     let model = loaded.model.valid();
-    Ok(Runner {
-        loaded,
-        model,
-        device,
-    })
+    let use_runtime = match args.engine {
+        EngineArg::Runtime => true,
+        EngineArg::Burn => false,
+        EngineArg::Auto => matches!(args.device, DeviceArg::Cpu),
+    };
+    let runtime = if use_runtime {
+        // The runtime reads native deploy weights; any other form is folded here first.
+        let deploy = if loaded.form == Form::Deploy { model.clone() } else { model.clone().reparameterize() };
+        let meta = Meta {
+            model: loaded.name.clone(),
+            config: deploy.config().clone(),
+            form: Form::Deploy,
+            preprocess: loaded.preprocess.clone(),
+        };
+        let bytes = safetensors_io::to_bytes(&state_dict(&deploy, Form::Deploy), &meta)?;
+        Some((repghost_runtime::Model::from_bytes(&bytes)?, RefCell::new(None)))
+    } else {
+        None
+    };
+    Ok(Runner { loaded, model, device, runtime, threads: args.threads.max(1) })
 }
 
 impl Runner {
+    /// "runtime" or "burn".
+    pub fn engine_name(&self) -> &'static str {
+        if self.runtime.is_some() {
+            "runtime"
+        } else {
+            "burn"
+        }
+    }
+
     /// The weights' preprocessing (or ImageNet's, adapted to the input channels), with overrides.
     pub fn preprocess(&self, o: &PreprocessArgs) -> Result<Preprocess> {
         let channels = self.model.config().in_chans;
@@ -126,6 +173,15 @@ impl Runner {
 
     /// Logits `[n, classes]` of an `[n, c, h, w]` batch.
     pub fn logits(&self, inputs: Vec<f32>, shape: [usize; 4]) -> Result<Vec<f32>> {
+        if let Some((rt, cache)) = &self.runtime {
+            let mut cache = cache.borrow_mut();
+            if cache.as_ref().map(|(s, _)| *s) != Some(shape) {
+                let ws = rt.workspace_threads(shape[0], shape[2], shape[3], self.threads)?;
+                *cache = Some((shape, ws));
+            }
+            let (_, ws) = cache.as_mut().expect("just set");
+            return Ok(rt.run(ws, &inputs, Layout::Nchw)?.to_vec());
+        }
         let x = Tensor::<4>::from_data(TensorData::new(inputs, shape), &self.device);
         let y = self.model.forward(x).into_data().convert::<f32>();
         y.try_into_vec::<f32>()

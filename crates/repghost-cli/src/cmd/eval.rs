@@ -159,10 +159,11 @@ pub fn run(args: Args) -> Result<()> {
                 .collect::<Vec<_>>()
                 .into();
             v["model"] = runner.loaded.name.clone().into();
+            v["engine"] = runner.engine_name().into();
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Format::Text => {
-            println!("{} on {} ({} images)", runner.loaded.name, args.data, r.images);
+            println!("{} on {} ({} images, {} engine)", runner.loaded.name, args.data, r.images, runner.engine_name());
             println!(
                 "top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  {:.1} images/s",
                 100.0 * r.top1,
