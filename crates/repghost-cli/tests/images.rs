@@ -266,7 +266,17 @@ fn runtime_and_burn_engines_agree() {
     let folder = data_fixture("folder");
     let mut results = Vec::new();
     for engine in ["runtime", "burn"] {
-        let out = repghost(&["eval", "--weights", s(&w), "--data", s(&folder), "--format", "json", "--engine", engine]);
+        let out = repghost(&[
+            "eval",
+            "--weights",
+            s(&w),
+            "--data",
+            s(&folder),
+            "--format",
+            "json",
+            "--engine",
+            engine,
+        ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["engine"].as_str(), Some(engine));

@@ -13,6 +13,9 @@
 //! # Ok::<(), repghost_runtime::Error>(())
 //! ```
 
+// Kernels take their geometry, views and epilogue flags as plain arguments, like BLAS.
+#![allow(clippy::too_many_arguments)]
+
 pub mod act;
 pub mod error;
 mod exec;
@@ -20,7 +23,7 @@ pub mod kernels;
 pub mod model;
 pub mod profile;
 mod simd;
-pub mod vector;
+mod vector;
 
 pub use error::{Error, Result};
 pub use exec::{FeatureMap, Layout, Workspace};

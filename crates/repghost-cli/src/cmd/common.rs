@@ -77,12 +77,15 @@ pub enum InterpArg {
     Nearest,
 }
 
+/// A runtime workspace and the input shape it was planned for.
+type Cached = ([usize; 4], Workspace);
+
 pub struct Runner {
     pub loaded: Loaded,
     pub model: Model,
     pub device: burn::tensor::Device,
     /// The runtime engine and its workspace for the last input shape, when it computes.
-    runtime: Option<(repghost_runtime::Model, RefCell<Option<([usize; 4], Workspace)>>)>,
+    runtime: Option<(repghost_runtime::Model, RefCell<Option<Cached>>)>,
     threads: usize,
 }
 
@@ -104,7 +107,11 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
     };
     let runtime = if use_runtime {
         // The runtime reads native deploy weights; any other form is folded here first.
-        let deploy = if loaded.form == Form::Deploy { model.clone() } else { model.clone().reparameterize() };
+        let deploy = if loaded.form == Form::Deploy {
+            model.clone()
+        } else {
+            model.clone().reparameterize()
+        };
         let meta = Meta {
             model: loaded.name.clone(),
             config: deploy.config().clone(),
@@ -116,7 +123,13 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
     } else {
         None
     };
-    Ok(Runner { loaded, model, device, runtime, threads: args.threads.max(1) })
+    Ok(Runner {
+        loaded,
+        model,
+        device,
+        runtime,
+        threads: args.threads.max(1),
+    })
 }
 
 impl Runner {

@@ -163,7 +163,13 @@ pub fn run(args: Args) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Format::Text => {
-            println!("{} on {} ({} images, {} engine)", runner.loaded.name, args.data, r.images, runner.engine_name());
+            println!(
+                "{} on {} ({} images, {} engine)",
+                runner.loaded.name,
+                args.data,
+                r.images,
+                runner.engine_name()
+            );
             println!(
                 "top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  {:.1} images/s",
                 100.0 * r.top1,

@@ -69,7 +69,7 @@ pub unsafe fn gemm(
 /// Rows `i..i+R` against every panel.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn tile<const R: usize>(
     i: usize,
     k: usize,
