@@ -27,6 +27,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Latency and throughput of the runtime and of burn on the same weights.
     Bench(cmd::bench::Args),
+    /// Export any variant, train or deploy form, to ONNX.
+    ExportOnnx(cmd::export_onnx::Args),
 }
 
 fn main() {
@@ -48,6 +50,7 @@ fn main() {
         Command::Predict(a) => cmd::predict::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::ExportOnnx(a) => cmd::export_onnx::run(a),
     };
     if let Err(e) = result {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

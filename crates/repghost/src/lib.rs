@@ -11,6 +11,7 @@ pub mod ghostnet;
 pub mod layers;
 pub mod metrics;
 pub mod net;
+pub mod onnx;
 pub mod reparam;
 pub mod variants;
 

@@ -1,0 +1,87 @@
+//! `repghost export-onnx`: any variant, train or deploy form, as an ONNX model.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::Device;
+use repghost::onnx::{export, ExportOptions};
+use repghost::weights::{self, Form, LoadOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Weights in any supported form (official, timm or native).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Model name; needed only when the file's metadata and tensor shapes do not decide it.
+    #[arg(long)]
+    model: Option<String>,
+    /// Export the EMA weights (`state_dict_ema`) of a training checkpoint.
+    #[arg(long)]
+    ema: bool,
+    /// Output .onnx file (written atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// ONNX opset (11–21).
+    #[arg(long, default_value_t = 13)]
+    opset: i64,
+    /// A symbolic batch dimension instead of batch 1.
+    #[arg(long)]
+    dynamic_batch: bool,
+    /// `deploy`: every BatchNorm and branch folded (what the paper deploys); `train`: the
+    /// training structure with BatchNormalization nodes.
+    #[arg(long, value_enum, default_value = "deploy")]
+    form: FormArg,
+    /// Input size recorded in the graph (height and width).
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
+enum FormArg {
+    Deploy,
+    Train,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = Device::flex();
+    let opts = LoadOptions {
+        model: args.model.clone(),
+        ema: args.ema,
+    };
+    let loaded = weights::load(&args.weights, &opts, &device)?;
+    let model = loaded.model.valid();
+    let (model, form) = match (args.form, loaded.form) {
+        (FormArg::Deploy, Form::Deploy) => (model, Form::Deploy),
+        (FormArg::Deploy, _) => (model.reparameterize(), Form::Deploy),
+        (FormArg::Train, Form::Train) => (model, Form::Train),
+        (FormArg::Train, f) => bail!(
+            "{}: holds {} weights; the train form cannot be recovered",
+            args.weights.display(),
+            f.as_str()
+        ),
+    };
+    let export_opts = ExportOptions {
+        opset: args.opset,
+        dynamic_batch: args.dynamic_batch,
+        size: [args.size, args.size],
+    };
+    let bytes = export(
+        &model,
+        &loaded.name,
+        form,
+        loaded.preprocess.as_ref(),
+        &export_opts,
+    )?;
+    repghost::fsutil::write_atomic(&args.out, &bytes)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "wrote {} ({} {} form, opset {}, {} bytes{})",
+        args.out.display(),
+        loaded.name,
+        form.as_str(),
+        args.opset,
+        bytes.len(),
+        if args.dynamic_batch { ", dynamic batch" } else { "" }
+    );
+    Ok(())
+}
