@@ -29,6 +29,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Export any variant, train or deploy form, to ONNX.
     ExportOnnx(cmd::export_onnx::Args),
+    /// Re-measure the paper's hardware claims on this machine; writes report/REPORT.md.
+    Report(cmd::report::Args),
 }
 
 fn main() {
@@ -51,6 +53,7 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::ExportOnnx(a) => cmd::export_onnx::run(a),
+        Command::Report(a) => cmd::report::run(a),
     };
     if let Err(e) = result {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

@@ -289,3 +289,95 @@ fn nan_weights_and_foreign_state_dicts_are_refused() {
         &["data.pkl"],
     );
 }
+
+#[test]
+fn export_onnx_writes_deploy_and_train_graphs() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = fixture("repghostnet_050.pth.tar");
+    let deploy = dir.path().join("d.onnx");
+    let out = repghost(&[
+        "export-onnx",
+        "--weights",
+        s(&w),
+        "--out",
+        s(&deploy),
+        "--dynamic-batch",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let train = dir.path().join("t.onnx");
+    let out = repghost(&[
+        "export-onnx",
+        "--weights",
+        s(&w),
+        "--out",
+        s(&train),
+        "--form",
+        "train",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use prost::Message;
+    let ops = |p: &Path| -> Vec<String> {
+        let m = repghost::onnx::proto::ModelProto::decode(&std::fs::read(p).unwrap()[..]).unwrap();
+        m.graph.unwrap().node.into_iter().map(|n| n.op_type).collect()
+    };
+    assert!(!ops(&deploy).iter().any(|o| o == "BatchNormalization"));
+    assert!(ops(&train).iter().any(|o| o == "BatchNormalization"));
+    // A deploy file has lost its train form: refused, nothing written.
+    let native = dir.path().join("d.safetensors");
+    assert!(repghost(&["convert", "--weights", s(&w), "--out", s(&native)])
+        .status
+        .success());
+    let again = dir.path().join("x.onnx");
+    assert_fails(
+        &repghost(&[
+            "export-onnx",
+            "--weights",
+            s(&native),
+            "--out",
+            s(&again),
+            "--form",
+            "train",
+        ]),
+        1,
+        &["train form"],
+    );
+    assert!(!again.exists());
+    assert_fails(
+        &repghost(&[
+            "export-onnx",
+            "--weights",
+            s(&w),
+            "--out",
+            s(&again),
+            "--opset",
+            "7",
+        ]),
+        1,
+        &["opset 7"],
+    );
+}
+
+#[test]
+fn report_tables_cover_the_family_with_exact_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = repghost(&["report", "--out", s(dir.path()), "--runs", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(dir.path().join("REPORT.md")).unwrap();
+    for (name, params) in [
+        ("repghostnet_050", 2302956),
+        ("repghostnet_100", 4051648),
+        ("repghostnet_200", 9752212),
+        ("ghostnet_100", 5171524),
+    ] {
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row for {name}"));
+        assert!(row.contains(&format!("| {params} |")), "{row}");
+    }
+    assert!(md.contains("| 80 × 28 × 28 | 64 |"));
+    for png in ["latency_accuracy.png", "concat_vs_add.png"] {
+        let img = image::open(dir.path().join(png)).unwrap();
+        assert_eq!((img.width(), img.height()), (900, 600), "{png}");
+    }
+}

@@ -5,3 +5,5 @@ pub mod eval;
 pub mod export_onnx;
 pub mod info;
 pub mod predict;
+pub mod report;
+pub mod report_plot;
