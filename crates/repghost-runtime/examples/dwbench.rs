@@ -28,7 +28,16 @@ fn main() {
         for _ in 0..5 {
             let t = Instant::now();
             for _ in 0..reps {
-                d.run(c, Shape { n: 1, h, w: h }, View::new(src, c, 0), dst, c, 0, false);
+                d.run(
+                    c,
+                    Shape::new(1, h, h),
+                    View::new(src, c, 0),
+                    dst,
+                    c,
+                    0,
+                    false,
+                    None,
+                );
             }
             best = best.min(t.elapsed().as_secs_f64() / reps as f64);
         }

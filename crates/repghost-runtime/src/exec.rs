@@ -7,6 +7,7 @@ use crate::kernels::depthwise::Shape;
 use crate::kernels::View;
 use crate::model::{Block, Ghost, Model, Shortcut, FEATURE_STAGES};
 use crate::profile::{timed, Profile};
+use crate::team::Team;
 
 /// Memory layout of the caller's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +75,8 @@ pub struct Workspace {
     hidden: Vec<f32>,
     logits: Vec<f32>,
     features: Vec<FeatureMap>,
+    /// With several threads and one image: the helper thread that takes half of each layer.
+    team: Option<Team>,
     /// With several threads and images: one workspace per thread, each taking a share of
     /// the batch.
     parts: Vec<Workspace>,
@@ -130,6 +133,7 @@ impl Model {
             logits: vec![0.0; batch * self.num_classes],
             features,
             parts: Vec::new(),
+            team: None,
         })
     }
 
@@ -148,6 +152,11 @@ impl Model {
         if batch <= 1 {
             let mut ws = self.workspace(batch, height, width)?;
             ws.threads = threads;
+            if threads > 1 {
+                ws.team = Some(
+                    Team::new().map_err(|e| Error::Input(format!("cannot start a worker thread: {e}")))?,
+                );
+            }
             return Ok(ws);
         }
         let parts = (0..threads.min(batch))
@@ -284,7 +293,7 @@ impl Model {
         let out = other(cur, cur);
         {
             let (src, dst) = pair(&mut ws.bufs, cur, out);
-            let t = ws.threads;
+            let t = ws.team.as_ref();
             timed(&mut ws.profile, "pointwise", || {
                 self.final_conv
                     .run(n * h * w, View::new(src, ld(ch), 0), dst, ld(fin), 0, false, t)
@@ -312,7 +321,7 @@ impl Model {
             hid,
             0,
             false,
-            ws.threads,
+            None,
         );
         let nc = self.num_classes;
         self.classifier.run(
@@ -322,7 +331,7 @@ impl Model {
             nc,
             0,
             false,
-            ws.threads,
+            None,
         );
         if let Some(p) = &mut ws.profile {
             p.add("head", start.elapsed().as_secs_f64() * 1e3);
@@ -415,21 +424,21 @@ fn block(
         free.next().expect("5 buffers"),
         free.next().expect("5 buffers"),
     );
-    let threads = ws.threads;
     let mid = b.ghost1.out_channels();
-    ghost(&b.ghost1, ws, x, cin, p, q, Shape { n, h, w }, false);
+    ghost(&b.ghost1, ws, x, cin, p, q, Shape::new(n, h, w), false);
     let (mut t, mut oh, mut ow) = (q, h, w);
     if let Some(dw) = &b.dw {
         let (src, dst) = pair(&mut ws.bufs, q, p);
         timed(&mut ws.profile, "depthwise s2", || {
             dw.run(
                 mid,
-                Shape { n, h, w },
+                Shape::new(n, h, w),
                 View::new(src, ld(mid), 0),
                 dst,
                 ld(mid),
                 0,
                 false,
+                ws.team.as_ref(),
             )
         });
         (t, (oh, ow)) = (p, dw.out_hw(h, w));
@@ -448,12 +457,13 @@ fn block(
             timed(&mut ws.profile, "shortcut", || {
                 dw.run(
                     cin,
-                    Shape { n, h, w },
+                    Shape::new(n, h, w),
                     View::new(src, ld(cin), 0),
                     dst,
                     ld(cin),
                     0,
                     false,
+                    ws.team.as_ref(),
                 )
             });
             let (src, dst) = pair(&mut ws.bufs, r, s);
@@ -465,7 +475,7 @@ fn block(
                     ld(cout),
                     0,
                     false,
-                    threads,
+                    ws.team.as_ref(),
                 )
             });
             (s, true)
@@ -481,7 +491,7 @@ fn block(
         mid,
         u,
         target,
-        Shape { n, h: oh, w: ow },
+        Shape::new(n, oh, ow),
         accumulate,
     );
     (target, oh, ow, cout)
@@ -502,7 +512,7 @@ fn ghost(
     let m = s.n * s.h * s.w;
     let init = g.primary.cout;
     let out = g.out_channels();
-    let threads = ws.threads;
+    let threads = ws.team.as_ref();
     {
         let (a, b) = pair(&mut ws.bufs, src, tmp);
         timed(&mut ws.profile, "pointwise", || {
@@ -513,8 +523,16 @@ fn ghost(
     let (a, b) = pair(&mut ws.bufs, tmp, dst);
     match g.concat {
         None => timed(&mut ws.profile, "depthwise", || {
-            g.cheap
-                .run(out, s, View::new(a, ld(init), 0), b, ld(out), 0, accumulate)
+            g.cheap.run(
+                out,
+                s,
+                View::new(a, ld(init), 0),
+                b,
+                ld(out),
+                0,
+                accumulate,
+                threads,
+            )
         }),
         Some(out) => {
             // GhostNet: the concatenation is a copy of the primary output next to the cheap one.
@@ -527,6 +545,7 @@ fn ghost(
                     ld(out),
                     init,
                     accumulate,
+                    threads,
                 )
             });
             let t = std::time::Instant::now();

@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod model;
 pub mod profile;
 mod simd;
+pub mod team;
 mod vector;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ use super::View;
 use crate::act::Act;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Level;
+use crate::team::Team;
 use crate::vector::{act, Vf, F1};
 
 pub struct Depthwise {
@@ -19,12 +20,27 @@ pub struct Depthwise {
     pub act: Act,
 }
 
-/// Geometry of one call.
+/// Geometry of one call: `n` input maps of `h × w`; output rows `y0..y1` are computed
+/// (all by default; a single image may be split between threads by rows).
 #[derive(Clone, Copy)]
 pub struct Shape {
     pub n: usize,
     pub h: usize,
     pub w: usize,
+    pub y0: usize,
+    pub y1: usize,
+}
+
+impl Shape {
+    pub fn new(n: usize, h: usize, w: usize) -> Self {
+        Shape {
+            n,
+            h,
+            w,
+            y0: 0,
+            y1: usize::MAX,
+        }
+    }
 }
 
 impl Depthwise {
@@ -67,6 +83,7 @@ impl Depthwise {
         ld_dst: usize,
         off_dst: usize,
         accumulate: bool,
+        team: Option<&Team>,
     ) {
         let (oh, ow) = self.out_hw(s.h, s.w);
         let pixels_in = s.n * s.h * s.w;
@@ -83,7 +100,43 @@ impl Depthwise {
             off_dst + c <= ld_dst && dst.len() >= (pixels_out - 1) * ld_dst + off_dst + c,
             "depthwise dst too small"
         );
-        dw(self, c, s, src, dst, ld_dst, off_dst, accumulate);
+        match team {
+            Some(t) if s.n == 1 && oh >= 4 => {
+                // Output rows split in two; each thread gets its own part of `dst`, which
+                // the kernel indexes from its first row.
+                let split = oh / 2;
+                let (d0, d1) = dst.split_at_mut(split * ow * ld_dst);
+                let parts = [
+                    (d0.as_mut_ptr() as usize, d0.len(), 0, split),
+                    (d1.as_mut_ptr() as usize, d1.len(), split, oh),
+                ];
+                t.run(&|p| {
+                    let (ptr, len, y0, y1) = parts[p];
+                    // SAFETY: the two parts are disjoint halves of `dst`, one per thread.
+                    let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) };
+                    dw(
+                        self,
+                        c,
+                        Shape { y0, y1, ..s },
+                        src,
+                        part,
+                        ld_dst,
+                        off_dst,
+                        accumulate,
+                    );
+                });
+            }
+            _ => dw(
+                self,
+                c,
+                Shape { y0: 0, y1: oh, ..s },
+                src,
+                dst,
+                ld_dst,
+                off_dst,
+                accumulate,
+            ),
+        }
     }
 }
 
@@ -171,7 +224,7 @@ unsafe fn channels<const K: usize, const ACT: u8, A: Vf, B: Vf, C: Vf>(
 ) {
     let (oh, _) = d.out_hw(s.h, s.w);
     for img in 0..s.n {
-        for oy in 0..oh {
+        for oy in s.y0..s.y1.min(oh) {
             let mut cb = 0;
             while cb + A::L <= c {
                 row::<K, ACT, A>(d, s, src, dst, ld, off, res, cb, img, oy);
@@ -246,7 +299,8 @@ unsafe fn row<const K: usize, const ACT: u8, V: Vf>(
     // caller's target features, and would turn every vector op into a call.
     macro_rules! finish {
         ($acc:expr, $ox:expr) => {{
-            let o = dp.add((base_out + oy * ow + $ox) * ld);
+            // `dst` starts at output row `s.y0` (0 unless the rows are split between threads).
+            let o = dp.add((base_out + (oy - s.y0) * ow + $ox) * ld);
             let v = act::<V, ACT>($acc);
             if res {
                 V::add(V::load(o), v).store(o);

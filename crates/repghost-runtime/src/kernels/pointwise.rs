@@ -4,6 +4,7 @@
 use super::View;
 use crate::act::Act;
 use crate::simd::multiversion;
+use crate::team::Team;
 
 pub struct Pointwise {
     pub cin: usize,
@@ -41,7 +42,8 @@ impl Pointwise {
     }
 
     /// `dst[p, off..off+cout] = act(src[p, ..cin] · W + b)` for `m` pixels; with
-    /// `accumulate` (no activation) the result is added to what `dst` holds.
+    /// `accumulate` (no activation) the result is added to what `dst` holds. With a team,
+    /// the rows are split between its two threads.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -51,7 +53,7 @@ impl Pointwise {
         ld_dst: usize,
         off_dst: usize,
         accumulate: bool,
-        threads: usize,
+        team: Option<&Team>,
     ) {
         let (k, n) = (self.cin, self.cout);
         if m == 0 {
@@ -69,55 +71,57 @@ impl Pointwise {
             !accumulate || self.act == Act::None,
             "accumulate applies to linear layers only"
         );
-        #[cfg(target_arch = "x86_64")]
-        if !self.packed.is_empty() && matches!(self.act, Act::None | Act::Relu) {
-            let relu = self.act == Act::Relu;
-            // Split the rows between threads (each runs the same kernel on its rows).
-            let chunks = if threads > 1 && m >= 2048 { threads } else { 1 };
-            let rows = m.div_ceil(chunks).next_multiple_of(12);
-            let (a, c) = (
-                src.data.as_ptr() as usize + src.off * 4,
-                dst.as_mut_ptr() as usize + off_dst * 4,
-            );
-            let (lda, packed, bias) = (src.ld, self.packed.as_ptr() as usize, self.b.as_ptr() as usize);
-            let job = move |i0: usize| {
-                let mm = rows.min(m - i0);
-                // SAFETY: AVX-512 was detected when the weights were packed; the asserts
-                // above bound every row of A and C; each job writes its own rows of C;
-                // `packed` and `b` match k and n.
-                unsafe {
-                    super::gemm512::gemm(
-                        mm,
-                        k,
-                        n,
-                        (a as *const f32).add(i0 * lda),
-                        lda,
-                        packed as *const f32,
-                        bias as *const f32,
-                        (c as *mut f32).add(i0 * ld_dst),
-                        ld_dst,
-                        relu,
-                        accumulate,
-                    )
-                }
-            };
-            if chunks == 1 {
-                job(0);
-            } else {
-                rayon::scope(|sc| {
-                    for i0 in (0..m).step_by(rows) {
-                        sc.spawn(move |_| job(i0));
+        match team {
+            Some(t) if m >= 48 => {
+                let half = (m / 2).next_multiple_of(12).min(m);
+                let (d0, d1) = dst.split_at_mut(half * ld_dst);
+                let parts = [
+                    (0, half, d0.as_mut_ptr() as usize, d0.len()),
+                    (half, m - half, d1.as_mut_ptr() as usize, d1.len()),
+                ];
+                t.run(&|p| {
+                    let (row0, rows, ptr, len) = parts[p];
+                    if rows == 0 {
+                        return;
                     }
+                    // SAFETY: the two parts are disjoint row ranges of `dst`, one per thread.
+                    let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) };
+                    let src = View {
+                        data: &src.data[row0 * src.ld..],
+                        ..src
+                    };
+                    self.rows(rows, src, part, ld_dst, off_dst, accumulate);
                 });
             }
+            _ => self.rows(m, src, dst, ld_dst, off_dst, accumulate),
+        }
+    }
+
+    /// One thread's rows (bounds checked by [`Pointwise::run`]).
+    fn rows(&self, m: usize, src: View, dst: &mut [f32], ld_dst: usize, off_dst: usize, accumulate: bool) {
+        let (k, n) = (self.cin, self.cout);
+        #[cfg(target_arch = "x86_64")]
+        if !self.packed.is_empty() && matches!(self.act, Act::None | Act::Relu) {
+            // SAFETY: AVX-512 was detected when the weights were packed; `run` bounded every
+            // row of A and C; `packed` and `b` match k and n.
+            unsafe {
+                super::gemm512::gemm(
+                    m,
+                    k,
+                    n,
+                    src.data.as_ptr().add(src.off),
+                    src.ld,
+                    self.packed.as_ptr(),
+                    self.b.as_ptr(),
+                    dst.as_mut_ptr().add(off_dst),
+                    ld_dst,
+                    self.act == Act::Relu,
+                    accumulate,
+                )
+            };
             return;
         }
-        let par = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: the asserts above bound every row and column the GEMM reads or writes.
+        // SAFETY: `run` bounded every row and column the GEMM reads or writes.
         unsafe {
             gemm::gemm(
                 m,
@@ -138,7 +142,7 @@ impl Pointwise {
                 false,
                 false,
                 false,
-                par,
+                gemm::Parallelism::None,
             );
         }
         epilogue(m, n, &self.b, self.act, dst, ld_dst, off_dst);
