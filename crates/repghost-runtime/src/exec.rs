@@ -65,7 +65,7 @@ pub struct Workspace {
     pub batch: usize,
     pub height: usize,
     pub width: usize,
-    /// Threads for the 1×1 convolutions (the gemm crate's rayon parallelism).
+    /// Threads: a batch is split between them; a single image splits its layers by rows.
     pub threads: usize,
     /// Set to `Some(Profile::default())` to time each kind of layer.
     pub profile: Option<Profile>,
