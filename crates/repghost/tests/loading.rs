@@ -42,27 +42,9 @@ fn ablations_sharing_a_state_dict_are_ambiguous_without_model() {
     let model = Model::new(&cfg, &device);
     // Native file written without metadata: a bare safetensors state dict, as timm writes.
     let sd = state_dict(&model, Form::Train);
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = sd
-        .iter()
-        .map(|(k, t)| {
-            (
-                k.clone(),
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                t.shape.clone(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
-        .iter()
-        .map(|(k, b, s)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
+    let bytes = repghost::weights::safetensors_io::to_bytes_bare(&sd).unwrap();
     let path = dir.path().join("norep.safetensors");
-    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
     let err = weights::load(&path, &LoadOptions::default(), &device).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Ambiguous { .. }), "{text}");

@@ -16,9 +16,11 @@ use repghost_runtime::{Layout, Workspace};
 
 use crate::device::{device, DeviceArg};
 
+/// Which weights to read; shared by every command that loads a model.
 #[derive(clap::Args)]
-pub struct ModelArgs {
-    /// Weights in any supported form (train, official fused, deploy; native, official or timm).
+pub struct WeightsArgs {
+    /// Weights in any supported form: an official .pth/.pth.tar (training checkpoint or
+    /// convert.py output), a timm .pth/.safetensors, or a native .safetensors (train or deploy).
     #[arg(long)]
     pub weights: PathBuf,
     /// Model name; needed only when the file's metadata and tensor shapes do not decide it.
@@ -27,6 +29,22 @@ pub struct ModelArgs {
     /// Use the EMA weights (`state_dict_ema`) of a training checkpoint.
     #[arg(long)]
     pub ema: bool,
+}
+
+impl WeightsArgs {
+    pub fn load(&self, device: &burn::tensor::Device) -> Result<Loaded> {
+        let opts = LoadOptions {
+            model: self.model.clone(),
+            ema: self.ema,
+        };
+        Ok(weights::load(&self.weights, &opts, device)?)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub src: WeightsArgs,
     /// Where to compute.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
@@ -94,11 +112,7 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
         bail!("--batch-size must be at least 1");
     }
     let device = device(args.device)?;
-    let opts = LoadOptions {
-        model: args.model.clone(),
-        ema: args.ema,
-    };
-    let loaded = weights::load(&args.weights, &opts, &device)?;
+    let loaded = args.src.load(&device)?;
     let model = loaded.model.valid();
     let use_runtime = match args.engine {
         EngineArg::Runtime => true,

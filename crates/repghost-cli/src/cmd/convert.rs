@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
+use super::common::WeightsArgs;
 use anyhow::{bail, Context, Result};
 use burn::tensor::{Distribution, Tensor};
-use repghost::weights::{self, Form, LoadOptions};
+use repghost::weights::{self, Form};
 
 use crate::device::{device, DeviceArg};
 
@@ -18,16 +19,8 @@ enum FormArg {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Input weights: official .pth/.pth.tar (training checkpoint or convert.py output),
-    /// a timm .pth/.safetensors, or a native .safetensors.
-    #[arg(long)]
-    weights: PathBuf,
-    /// Model name; needed only when the file's metadata and tensor shapes do not decide it.
-    #[arg(long)]
-    model: Option<String>,
-    /// Convert the EMA weights (`state_dict_ema`) of a training checkpoint.
-    #[arg(long)]
-    ema: bool,
+    #[command(flatten)]
+    src: WeightsArgs,
     /// Output weights (.safetensors with metadata), written atomically.
     #[arg(long)]
     out: PathBuf,
@@ -50,17 +43,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let device = device(args.device)?;
-    let opts = LoadOptions {
-        model: args.model.clone(),
-        ema: args.ema,
-    };
-    let loaded = weights::load(&args.weights, &opts, &device)?;
+    let loaded = args.src.load(&device)?;
     eprintln!(
         "loaded {} ({} form, {}) from {}",
         loaded.name,
         loaded.form.as_str(),
         loaded.source,
-        args.weights.display()
+        args.src.weights.display()
     );
     let train = loaded.model.valid();
     let (deploy, form) = match args.form {
@@ -69,7 +58,7 @@ pub fn run(args: Args) -> Result<()> {
         FormArg::Train if loaded.form == Form::Train => (train.clone(), Form::Train),
         _ => bail!(
             "{}: holds {} weights, which cannot be turned back into the {} form",
-            args.weights.display(),
+            args.src.weights.display(),
             loaded.form.as_str(),
             if matches!(args.form, FormArg::Train) {
                 "train"

@@ -2,22 +2,16 @@
 
 use std::path::PathBuf;
 
+use super::common::WeightsArgs;
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use repghost::onnx::{export, ExportOptions};
-use repghost::weights::{self, Form, LoadOptions};
+use repghost::weights::Form;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Weights in any supported form (official, timm or native).
-    #[arg(long)]
-    weights: PathBuf,
-    /// Model name; needed only when the file's metadata and tensor shapes do not decide it.
-    #[arg(long)]
-    model: Option<String>,
-    /// Export the EMA weights (`state_dict_ema`) of a training checkpoint.
-    #[arg(long)]
-    ema: bool,
+    #[command(flatten)]
+    src: WeightsArgs,
     /// Output .onnx file (written atomically).
     #[arg(long)]
     out: PathBuf,
@@ -44,11 +38,7 @@ enum FormArg {
 
 pub fn run(args: Args) -> Result<()> {
     let device = Device::flex();
-    let opts = LoadOptions {
-        model: args.model.clone(),
-        ema: args.ema,
-    };
-    let loaded = weights::load(&args.weights, &opts, &device)?;
+    let loaded = args.src.load(&device)?;
     let model = loaded.model.valid();
     let (model, form) = match (args.form, loaded.form) {
         (FormArg::Deploy, Form::Deploy) => (model, Form::Deploy),
@@ -56,7 +46,7 @@ pub fn run(args: Args) -> Result<()> {
         (FormArg::Train, Form::Train) => (model, Form::Train),
         (FormArg::Train, f) => bail!(
             "{}: holds {} weights; the train form cannot be recovered",
-            args.weights.display(),
+            args.src.weights.display(),
             f.as_str()
         ),
     };

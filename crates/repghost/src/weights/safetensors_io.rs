@@ -100,6 +100,15 @@ fn convert(view: &TensorView) -> Result<Vec<f32>, String> {
 
 /// Serializes a state dict with our metadata (f32, little-endian).
 pub fn to_bytes(sd: &StateDict, meta: &Meta) -> Result<Vec<u8>> {
+    serialize(sd, Some(metadata(meta)?))
+}
+
+/// Serializes a bare state dict, as timm writes one (no metadata).
+pub fn to_bytes_bare(sd: &StateDict) -> Result<Vec<u8>> {
+    serialize(sd, None)
+}
+
+fn metadata(meta: &Meta) -> Result<HashMap<String, String>> {
     let mut md = HashMap::new();
     md.insert("format".to_string(), "repghost".to_string());
     md.insert("model".to_string(), meta.model.clone());
@@ -117,6 +126,10 @@ pub fn to_bytes(sd: &StateDict, meta: &Meta) -> Result<Vec<u8>> {
             serde_json::to_string(p).map_err(|e| Error::Invalid(e.to_string()))?,
         );
     }
+    Ok(md)
+}
+
+fn serialize(sd: &StateDict, md: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
     let bufs: Vec<(String, Vec<u8>, Vec<usize>)> = sd
         .iter()
         .map(|(k, t)| {
@@ -136,5 +149,5 @@ pub fn to_bytes(sd: &StateDict, meta: &Meta) -> Result<Vec<u8>> {
             ))
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize(views, Some(md)).map_err(|e| Error::Invalid(e.to_string()))
+    safetensors::serialize(views, md).map_err(|e| Error::Invalid(e.to_string()))
 }
