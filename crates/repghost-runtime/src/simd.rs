@@ -85,3 +85,36 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+/// Defines `$name(args)` that runs `$body::<A, B, C>(args)` with the widest explicit vector
+/// types the CPU has: `A` for the bulk of the channels, `B` and `C` for the tail
+/// (AVX-512: 16/8/4 lanes, AVX2: 8/8/4, portable: scalar).
+macro_rules! vector_dispatch {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use $crate::vector::{F16, F4, F8};
+                #[target_feature(enable = "avx512f,avx512vl,fma,avx2")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body::<F16, F8, F4>($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body::<F8, F8, F4>($($arg),*)
+                }
+                match $crate::simd::level() {
+                    // SAFETY: level() checked that the CPU has these features.
+                    $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::Level::Portable => {}
+                }
+            }
+            use $crate::vector::F1;
+            // SAFETY: F1 is plain scalar code.
+            unsafe { $body::<F1, F1, F1>($($arg),*) }
+        }
+    };
+}
+pub(crate) use vector_dispatch;

@@ -5,8 +5,7 @@
 
 use super::View;
 use crate::act::Act;
-#[cfg(target_arch = "x86_64")]
-use crate::simd::Level;
+use crate::simd::vector_dispatch;
 use crate::team::Team;
 use crate::vector::{act, Vf, F1};
 
@@ -140,45 +139,8 @@ impl Depthwise {
     }
 }
 
-fn dw(d: &Depthwise, c: usize, s: Shape, src: View, dst: &mut [f32], ld: usize, off: usize, res: bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::vector::{F16, F4, F8};
-        #[target_feature(enable = "avx512f,avx512vl,fma,avx2")]
-        unsafe fn avx512(
-            d: &Depthwise,
-            c: usize,
-            s: Shape,
-            src: View,
-            dst: &mut [f32],
-            ld: usize,
-            off: usize,
-            res: bool,
-        ) {
-            by_kernel::<F16, F8, F4>(d, c, s, src, dst, ld, off, res)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(
-            d: &Depthwise,
-            c: usize,
-            s: Shape,
-            src: View,
-            dst: &mut [f32],
-            ld: usize,
-            off: usize,
-            res: bool,
-        ) {
-            by_kernel::<F8, F8, F4>(d, c, s, src, dst, ld, off, res)
-        }
-        match crate::simd::level() {
-            // SAFETY: level() checked the CPU features.
-            Level::Avx512 => return unsafe { avx512(d, c, s, src, dst, ld, off, res) },
-            Level::Avx2 => return unsafe { avx2(d, c, s, src, dst, ld, off, res) },
-            Level::Portable => {}
-        }
-    }
-    // SAFETY: F1 is plain scalar code.
-    unsafe { by_kernel::<F1, F1, F1>(d, c, s, src, dst, ld, off, res) }
+vector_dispatch! {
+    fn dw(d: &Depthwise, c: usize, s: Shape, src: View, dst: &mut [f32], ld: usize, off: usize, res: bool) => by_kernel
 }
 
 /// Picks the kernel for this layer's size and activation.

@@ -1,8 +1,7 @@
 //! The stem: a dense k×k convolution with few input channels, read straight from the
 //! caller's NCHW or NHWC input (the layout change is fused in), bias and ReLU fused.
 
-#[cfg(target_arch = "x86_64")]
-use crate::simd::Level;
+use crate::simd::vector_dispatch;
 use crate::vector::{Vf, F1};
 
 pub struct Stem {
@@ -59,45 +58,8 @@ impl Stem {
     }
 }
 
-fn stem(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32], ld: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::vector::{F16, F4, F8};
-        #[target_feature(enable = "avx512f,avx512vl,fma,avx2")]
-        unsafe fn avx512(
-            s: &Stem,
-            n: usize,
-            h: usize,
-            w: usize,
-            input: &[f32],
-            nchw: bool,
-            dst: &mut [f32],
-            ld: usize,
-        ) {
-            layout::<F16, F8, F4>(s, n, h, w, input, nchw, dst, ld)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(
-            s: &Stem,
-            n: usize,
-            h: usize,
-            w: usize,
-            input: &[f32],
-            nchw: bool,
-            dst: &mut [f32],
-            ld: usize,
-        ) {
-            layout::<F8, F8, F4>(s, n, h, w, input, nchw, dst, ld)
-        }
-        match crate::simd::level() {
-            // SAFETY: level() checked the CPU features.
-            Level::Avx512 => return unsafe { avx512(s, n, h, w, input, nchw, dst, ld) },
-            Level::Avx2 => return unsafe { avx2(s, n, h, w, input, nchw, dst, ld) },
-            Level::Portable => {}
-        }
-    }
-    // SAFETY: F1 is plain scalar code.
-    unsafe { layout::<F1, F1, F1>(s, n, h, w, input, nchw, dst, ld) }
+vector_dispatch! {
+    fn stem(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32], ld: usize) => layout
 }
 
 #[inline(always)]
