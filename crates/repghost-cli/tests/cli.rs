@@ -2,24 +2,15 @@
 //! logits through predict and convert), the paper table through info, and every loader
 //! error as one line with a non-zero exit and no output file.
 
+mod common;
+use common::{repghost, s};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../repghost/tests/fixtures")
         .join(name)
-}
-
-fn repghost(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_repghost"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn read_npy(p: &Path) -> Vec<f32> {

@@ -1,9 +1,11 @@
 //! `predict` on image files and `eval` on datasets, against the PyTorch reference
 //! (scripts/make_image_fixtures.py: timm's eval transform, torchvision's ImageFolder).
 
+mod common;
+use common::{repghost, s};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn data_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,17 +19,6 @@ fn weights() -> PathBuf {
 
 fn reference() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(data_fixture("reference.json")).unwrap()).unwrap()
-}
-
-fn repghost(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_repghost"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]
