@@ -29,3 +29,20 @@ pub fn device(arg: DeviceArg) -> Result<Device> {
         ),
     }
 }
+
+/// `n` devices of one kind for data-parallel training: GPUs 0..n, or the CPU n times (then
+/// the parts of each batch run on n threads).
+pub fn devices(arg: DeviceArg, n: usize) -> Result<Vec<Device>> {
+    let n = n.max(1);
+    match arg {
+        DeviceArg::Cpu => Ok(vec![Device::flex(); n]),
+        #[cfg(feature = "wgpu")]
+        DeviceArg::Wgpu => Ok((0..n)
+            .map(|i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
+            .collect()),
+        #[cfg(feature = "cuda")]
+        DeviceArg::Cuda => Ok((0..n).map(Device::cuda).collect()),
+        #[allow(unreachable_patterns)]
+        other => device(other).map(|d| vec![d; n]),
+    }
+}

@@ -31,6 +31,10 @@ enum Command {
     ExportOnnx(cmd::export_onnx::Args),
     /// Re-measure the paper's hardware claims on this machine; writes report/REPORT.md.
     Report(cmd::report::Args),
+    /// Train or fine-tune with the paper's recipe; resumable, with metrics and curves.
+    Train(cmd::train::Args),
+    /// A few minutes on Fashion-MNIST: train, evaluate, re-parameterize, classify, report.
+    Demo(cmd::demo::Args),
 }
 
 fn main() {
@@ -54,6 +58,8 @@ fn main() {
         Command::Bench(a) => cmd::bench::run(a),
         Command::ExportOnnx(a) => cmd::export_onnx::run(a),
         Command::Report(a) => cmd::report::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
     };
     if let Err(e) = result {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

@@ -104,14 +104,33 @@ pub fn batches<D: Dataset + 'static + ?Sized>(
     batch_size: usize,
     prefetch: usize,
 ) -> Receiver<Batch> {
+    let shape = [pre.channels, pre.img_size];
+    let f = move |_: usize, img: &Image| pre.apply(img);
+    batches_with(ds, indices, shape, Arc::new(f), batch_size, prefetch)
+}
+
+/// Turns a decoded sample (with its position in the stream) into model input.
+pub type TransformFn = Arc<dyn Fn(usize, &Image) -> Vec<f32> + Send + Sync>;
+
+/// [`batches`] with any transform (e.g. a seeded training augmentation); `shape` is
+/// `[channels, side]` of what `f` returns. `f` receives the sample's position in `indices`.
+pub fn batches_with<D: Dataset + 'static + ?Sized>(
+    ds: Arc<D>,
+    indices: Vec<usize>,
+    shape: [usize; 2],
+    f: TransformFn,
+    batch_size: usize,
+    prefetch: usize,
+) -> Receiver<Batch> {
     let (tx, rx) = sync_channel(prefetch.max(1));
     std::thread::spawn(move || {
-        let c = pre.channels;
-        let s = pre.img_size;
-        for chunk in indices.chunks(batch_size.max(1)) {
+        let [c, s] = shape;
+        let bs = batch_size.max(1);
+        for (k, chunk) in indices.chunks(bs).enumerate() {
             let items: Vec<(usize, Sample)> = chunk
                 .par_iter()
-                .map(|&i| (i, ds.load(i).map(|(img, label)| (pre.apply(&img), label))))
+                .enumerate()
+                .map(|(j, &i)| (i, ds.load(i).map(|(img, label)| (f(k * bs + j, &img), label))))
                 .collect();
             let mut b = Batch::default();
             for (i, r) in items {

@@ -2,6 +2,7 @@
 //! preprocessing identical to the PyTorch reference (Pillow + torchvision + timm), the
 //! ImageFolder layout, and Fashion-MNIST's IDX files.
 
+pub mod augment;
 pub mod dataset;
 pub mod error;
 pub mod folder;
@@ -10,9 +11,12 @@ pub mod image;
 mod jpeg;
 pub mod labels;
 pub mod resize;
+pub mod rng;
 pub mod transform;
 
 pub use crate::image::{decode, Image};
+pub use augment::{Augment, Crop};
 pub use error::{Error, Result};
 pub use resize::{resize, Interpolation};
+pub use rng::Rng;
 pub use transform::Preprocess;

@@ -34,6 +34,17 @@ pub enum Error {
     Ambiguous { path: PathBuf, msg: String },
     #[error("{0}")]
     Invalid(String),
+    /// Training produced a non-finite loss; the last checkpoint is the state before it.
+    #[error("loss is {value} at epoch {epoch}, step {step} (update {global_step}); stopped, the last good checkpoint is kept")]
+    Diverged {
+        value: f32,
+        epoch: usize,
+        step: usize,
+        global_step: usize,
+    },
+    /// A sample could not be read during training or evaluation.
+    #[error("{name}: {msg}")]
+    Data { name: String, msg: String },
 }
 
 impl Error {

@@ -25,3 +25,4 @@ pub mod weights;
 
 pub use model::Model;
 pub mod testing;
+pub mod train;

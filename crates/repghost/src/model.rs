@@ -61,6 +61,11 @@ impl Model {
         each!(self, m => m.forward(x))
     }
 
+    /// Training forward with an explicit dropout mask (see [`Net::forward_train`](crate::Net)).
+    pub fn forward_train(&self, x: Tensor<4>, keep: Option<Tensor<2>>) -> Tensor<2> {
+        each!(self, m => m.forward_train(x, keep))
+    }
+
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
         each!(self, m => m.forward_features(x))
     }
@@ -94,12 +99,28 @@ impl Model {
         each_into!(self, m => m.valid())
     }
 
+    /// Back to training mode after [`Model::valid`]: tensors on the autodiff device,
+    /// gradients required, BatchNorm on batch statistics (burn `Module::train`).
+    pub fn train(self) -> Self {
+        each_into!(self, m => m.train())
+    }
+
     pub fn visit<V: ModuleVisitor>(&self, v: &mut V) {
         each!(self, m => m.visit(v))
     }
 
     pub fn map<M: ModuleMapper>(self, mapper: &mut M) -> Self {
         each_into!(self, m => m.map(mapper))
+    }
+
+    /// A new classifier for `num_classes` (fine-tuning on another label set).
+    pub fn reset_classifier(self, num_classes: usize) -> Self {
+        each_into!(self, m => m.reset_classifier(num_classes))
+    }
+
+    /// A copy on `device` that keeps its own autodiff graph (burn `Module::fork`).
+    pub fn fork(self, device: &Device) -> Self {
+        each_into!(self, m => m.fork(device))
     }
 
     pub fn to_device(self, device: &Device) -> Self {

@@ -126,6 +126,19 @@ impl<G: GhostLayer> Net<G> {
         }
     }
 
+    /// Training forward with the dropout mask supplied by the caller (`keep`: `[N, 1280]`,
+    /// 0 or 1/(1 − p)), so that the mask comes from the trainer's seeded generator and does not
+    /// depend on which thread computes which samples.
+    pub fn forward_train(&self, x: Tensor<4>, keep: Option<Tensor<2>>) -> Tensor<2> {
+        let x = self.forward_features(x).mean_dim(3).mean_dim(2);
+        let x: Tensor<2> = relu(self.conv_head.forward(x)).flatten(1, 3);
+        let x = match keep {
+            Some(k) => x * k,
+            None => x,
+        };
+        self.classifier.forward(x)
+    }
+
     /// `[N, in_chans, H, W]` → logits `[N, num_classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.forward_head(self.forward_features(x), false)

@@ -22,7 +22,8 @@ pub struct Args {
     /// Measure these weights instead of random ones (deploy form for the runtime).
     #[arg(long, conflicts_with = "model")]
     weights: Option<PathBuf>,
-    /// Engines: our runtime, burn's deploy forward, burn's train form (eval mode).
+    /// Engines: our runtime, burn's deploy forward, burn's train form (eval mode), or a
+    /// whole training step of the train form (forward, backward, SGD update; batch ≥ 2).
     #[arg(long, value_enum, num_args = 1.., default_values = ["runtime"])]
     engine: Vec<Engine>,
     /// Thread counts to measure.
@@ -50,6 +51,7 @@ enum Engine {
     Runtime,
     Burn,
     BurnTrain,
+    TrainStep,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq)]
@@ -136,6 +138,10 @@ pub fn run(args: Args) -> Result<()> {
                             }
                             r
                         }
+                        Engine::TrainStep => {
+                            let Some(m) = train else { continue };
+                            pool.install(|| train_step(m, &x, shape, args.runs))?
+                        }
                         Engine::Burn | Engine::BurnTrain => {
                             let m = if engine == Engine::Burn {
                                 Some(deploy)
@@ -155,7 +161,8 @@ pub fn run(args: Args) -> Result<()> {
                     };
                     let eng = format!("{engine:?}")
                         .to_lowercase()
-                        .replace("burntrain", "burn-train");
+                        .replace("burntrain", "burn-train")
+                        .replace("trainstep", "train-step");
                     match args.format {
                         Format::Json => println!(
                             "{}",
@@ -174,6 +181,33 @@ pub fn run(args: Args) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Median and minimum time of a full SGD step of the train form (BatchNorm on batch
+/// statistics, label-smoothed loss, backward, Nesterov update) on `x`.
+fn train_step(model: &BurnModel, x: &[f32], shape: [usize; 4], runs: usize) -> Result<(f64, f64)> {
+    use repghost::train::sgd::Sgd;
+    use repghost::train::step::{gradients, StepBatch};
+    if shape[0] < 2 {
+        bail!("train-step needs --batch of at least 2 (BatchNorm statistics)");
+    }
+    let device = Device::flex().autodiff();
+    let mut m = Some(model.clone().to_device(&device).train());
+    let labels: Vec<usize> = (0..shape[0]).map(|i| i % model.config().num_classes).collect();
+    let mut sgd = Sgd::new(0.9, true, 1e-5);
+    let devices = [device];
+    timed(runs.min(20), || {
+        let b = StepBatch {
+            inputs: x,
+            shape,
+            labels: &labels,
+            keep: None,
+        };
+        let cur = m.take().expect("model present");
+        let (_, g) = gradients(&cur, &b, 1, 0.1, &devices);
+        m = Some(sgd.step(cur, g, 1e-3));
+        Ok(())
+    })
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

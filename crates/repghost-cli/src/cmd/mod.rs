@@ -1,9 +1,12 @@
 pub mod bench;
 pub mod common;
 pub mod convert;
+pub mod demo;
 pub mod eval;
 pub mod export_onnx;
 pub mod info;
 pub mod predict;
 pub mod report;
 pub mod report_plot;
+pub mod train;
+pub mod train_plot;

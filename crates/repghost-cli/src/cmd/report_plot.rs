@@ -14,7 +14,7 @@ pub struct Series {
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
-fn font_ready() -> bool {
+pub(super) fn font_ready() -> bool {
     static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *READY.get_or_init(|| match std::fs::read(FONT) {
         Ok(bytes) => plotters::style::register_font(
@@ -27,7 +27,7 @@ fn font_ready() -> bool {
     })
 }
 
-const COLORS: [RGBColor; 4] = [
+pub(super) const COLORS: [RGBColor; 4] = [
     RGBColor(200, 40, 40),
     RGBColor(40, 90, 200),
     RGBColor(30, 150, 60),

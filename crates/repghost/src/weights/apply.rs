@@ -11,7 +11,7 @@ use crate::model::Model;
 use crate::reparam::host;
 
 /// Index of the reference's ConvBnAct stage: one past the nine bottleneck stages.
-const FINAL_STAGE: usize = 9;
+pub(crate) const FINAL_STAGE: usize = 9;
 
 struct Collect {
     path: Vec<String>,

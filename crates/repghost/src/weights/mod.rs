@@ -1,7 +1,7 @@
 //! Weights: the native safetensors format, import of official/timm checkpoints, and the
 //! mapping of a flat state dict onto a [`Model`](crate::model::Model).
 
-mod apply;
+pub(crate) mod apply;
 pub mod detect;
 pub mod keys;
 pub mod load;

@@ -129,7 +129,7 @@ fn metadata(meta: &Meta) -> Result<HashMap<String, String>> {
     Ok(md)
 }
 
-fn serialize(sd: &StateDict, md: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+pub(crate) fn serialize(sd: &StateDict, md: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
     let bufs: Vec<(String, Vec<u8>, Vec<usize>)> = sd
         .iter()
         .map(|(k, t)| {

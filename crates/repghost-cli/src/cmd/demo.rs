@@ -1,0 +1,251 @@
+//! `repghost demo`: the whole story in a few minutes on a fresh machine. With Fashion-MNIST
+//! installed: train a small RepGhostNet, evaluate it, re-parameterize it and show that both
+//! forms agree, classify a few test images, and compare train-form and deploy latency.
+//! Without it: say how to get it, and show what needs no data (re-parameterization of a
+//! random net, the family's size, deploy vs train latency).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::tensor::{Device, Tensor, TensorData};
+use clap::Parser;
+use repghost::testing::{calibrated, normal_input};
+use repghost::variants::resolve;
+use repghost::weights::{self, Form, LoadOptions};
+use repghost::Model;
+use repghost_data::dataset::{batches, Dataset};
+use repghost_data::idx::{self, Split};
+use repghost_runtime::Layout;
+
+use super::train;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the demo's training run goes (weights, metrics.csv, curves.png).
+    #[arg(long, default_value = "repghost-demo")]
+    out: PathBuf,
+    /// Training images (the first N of Fashion-MNIST's 60,000).
+    #[arg(long, default_value_t = 12000)]
+    limit: usize,
+    /// Training epochs.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Folder with the Fashion-MNIST IDX files (default: the Debian package's).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+#[derive(Parser)]
+struct TrainCli {
+    #[command(flatten)]
+    a: train::Args,
+}
+
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// Median batch-1 latency of burn's train form, burn's deploy form and our runtime.
+fn latencies(train: &Model, deploy: &Model, name: &str, side: usize) -> Result<[f64; 3]> {
+    let device = Device::flex();
+    let c = train.config().in_chans;
+    let x = normal_input([1, c, side, side], 3, &device);
+    let a = median_ms(30, || drop(train.forward(x.clone()).into_data()));
+    let b = median_ms(30, || drop(deploy.forward(x.clone()).into_data()));
+    let dir = std::env::temp_dir().join(format!("repghost-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("deploy.safetensors");
+    weights::save(deploy, name, Form::Deploy, None, &path)?;
+    let rt = repghost_runtime::Model::load(&path)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut ws = rt.workspace(1, side, side)?;
+    let host: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap_or_default();
+    let r = median_ms(100, || {
+        let _ = rt.run(&mut ws, &host, Layout::Nchw);
+    });
+    Ok([a, b, r])
+}
+
+/// Learnable parameters of `model` as stored (BatchNorm running statistics excluded).
+fn stored_params(model: &Model, form: Form) -> f64 {
+    weights::state_dict(model, form)
+        .iter()
+        .filter(|(k, _)| !k.contains("running_"))
+        .map(|(_, t)| t.data.len())
+        .sum::<usize>() as f64
+        / 1e6
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap_or_default()
+}
+
+fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12) as f64;
+    a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs())) as f64 / scale
+}
+
+pub fn run(args: Args) -> Result<()> {
+    println!("RepGhostNet demo (Chen et al., arXiv 2211.06088)\n");
+    match idx::load(args.data.as_deref(), Split::Train) {
+        Ok(_) => with_data(&args),
+        Err(e) => {
+            println!("Fashion-MNIST is not available ({e}).");
+            println!("Install it with `sudo apt install dataset-fashion-mnist` (or pass --data DIR with its IDX files)");
+            println!("and run `repghost demo` again to train, evaluate and deploy a model. Meanwhile, what needs no data:\n");
+            without_data()
+        }
+    }
+}
+
+fn without_data() -> Result<()> {
+    let (name, v) = resolve("repghostnet_100")?;
+    let train = calibrated(&v.config(1000), 7, 64);
+    let deploy = train.clone().reparameterize();
+    let x = normal_input([2, 3, 224, 224], 9, &Device::flex());
+    let d = rel_diff(&host(train.forward(x.clone())), &host(deploy.forward(x)));
+    let c = deploy.count([224, 224]);
+    println!("1. Re-parameterization of {name} (random weights, calibrated BatchNorm statistics):");
+    println!(
+        "   train form {:.3} M parameters → deploy form {:.3} M ({:.1} M MACs at 224²); logits agree to {d:.1e} (relative)",
+        stored_params(&train, Form::Train),
+        stored_params(&deploy, Form::Deploy),
+        c.macs as f64 / 1e6
+    );
+    let [a, b, r] = latencies(&train, &deploy, &name, 224)?;
+    println!("2. Batch-1 latency at 224² (median of 30–100 runs):");
+    println!("   burn train form {a:.1} ms, burn deploy form {b:.1} ms, repghost runtime {r:.2} ms");
+    println!(
+        "\nSee `repghost info` for the whole family and `repghost report` for the paper's hardware claims."
+    );
+    Ok(())
+}
+
+fn with_data(args: &Args) -> Result<()> {
+    let data = args
+        .data
+        .as_ref()
+        .map_or("fashion-mnist".to_string(), |p| p.display().to_string());
+    if args.out.join("last.ckpt").exists() {
+        std::fs::remove_dir_all(&args.out)?;
+    }
+    println!(
+        "1. Training repghostnet_050 on the first {} Fashion-MNIST images for {} epoch(s) (output: {})",
+        args.limit,
+        args.epochs,
+        args.out.display()
+    );
+    let cli = TrainCli::try_parse_from([
+        "train",
+        "--model",
+        "repghostnet_050",
+        "--data",
+        &data,
+        "--out",
+        &args.out.display().to_string(),
+        "--epochs",
+        &args.epochs.to_string(),
+        "--limit",
+        &args.limit.to_string(),
+        "--batch-size",
+        "64",
+        // A short run learns faster without the regularizers meant for long ones.
+        "--erase",
+        "0",
+        "--dropout",
+        "0",
+    ])?;
+    let Some((trainer, summary)) = train::execute(&cli.a)? else {
+        println!("interrupted; the checkpoint is in {}", args.out.display());
+        return Ok(());
+    };
+    let deploy_path = args.out.join("deploy.safetensors");
+    let device = Device::flex();
+    let deploy = weights::load(&deploy_path, &LoadOptions::default(), &device)?;
+    let train_model = trainer.ema_model().unwrap_or_else(|| trainer.model());
+    let pre = deploy.preprocess.clone().unwrap_or_default();
+    let test = idx::load(args.data.as_deref(), Split::Test)?;
+    let r = &summary.deploy_report;
+    println!(
+        "\n2. Test set ({} images), deploy form: top-1 {:.2}%, top-5 {:.2}%, loss {:.3}",
+        r.images,
+        100.0 * r.top1,
+        100.0 * r.top5,
+        r.loss
+    );
+
+    // Train vs deploy on 256 test images, and a few predictions.
+    let ds: std::sync::Arc<dyn Dataset> = std::sync::Arc::new(test);
+    let classes = ds.classes();
+    let mut worst = 0f64;
+    let mut shown = 0;
+    println!("\n3. Re-parameterized vs train form on 256 test images, and the first predictions:");
+    for b in batches(ds.clone(), (0..256).collect(), pre.clone(), 128, 1) {
+        let x = Tensor::<4>::from_data(TensorData::new(b.inputs, b.shape), &device);
+        let a = host(train_model.forward(x.clone()));
+        let d = host(deploy.model.forward(x));
+        worst = worst.max(rel_diff(&a, &d));
+        let k = classes.len();
+        for (row, &label) in d.chunks_exact(k).zip(&b.labels) {
+            if shown >= 6 {
+                break;
+            }
+            let best = (0..k).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap_or(0);
+            println!(
+                "   test image {shown}: {:<12} → {:<12} {}",
+                classes[label],
+                classes[best],
+                if best == label { "✓" } else { "✗" }
+            );
+            shown += 1;
+        }
+    }
+    println!("   largest logit difference, deploy vs train form: {worst:.1e} (relative)");
+
+    let side = pre.img_size;
+    let c = deploy.model.count([side, side]);
+    let [a, b, rt] = latencies(&train_model, &deploy.model, &deploy.name, side)?;
+    let best = trainer.state.best_top1;
+    println!("\n4. Report");
+    println!("   model            repghostnet_050, 1 input channel, stride-1 stem, {side}×{side} input");
+    println!(
+        "   accuracy         deploy {:.2}% (best epoch {:.2}%), {:.0} s of training",
+        100.0 * r.top1,
+        100.0 * best,
+        summary.seconds
+    );
+    println!(
+        "   parameters       train form {:.3} M, deploy form {:.3} M",
+        stored_params(&train_model, Form::Train),
+        stored_params(&deploy.model, Form::Deploy)
+    );
+    println!(
+        "   MACs             deploy form {:.2} M per image",
+        c.macs as f64 / 1e6
+    );
+    println!("   latency, batch 1 burn train form {a:.2} ms, burn deploy form {b:.2} ms, repghost runtime {rt:.3} ms");
+    println!(
+        "\nFiles: {} (metrics.csv, curves.png, best.safetensors, deploy.safetensors)",
+        args.out.display()
+    );
+    Ok(())
+}

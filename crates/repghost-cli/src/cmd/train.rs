@@ -1,0 +1,476 @@
+//! `repghost train`: the paper's recipe on an ImageFolder or Fashion-MNIST, with a progress
+//! bar, per-epoch metrics, curves, resumable checkpoints, and deploy weights at the end.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use repghost::train::{
+    scaled_lr, Data, EpochRow, Observer, Outcome, StepInfo, Summary, TrainConfig, Trainer,
+};
+use repghost::variants::resolve;
+use repghost::weights::{self, Form, LoadOptions};
+use repghost_data::dataset::Dataset;
+use repghost_data::idx::Split;
+use repghost_data::{Augment, Crop, Interpolation, Preprocess};
+
+use super::eval::open;
+use super::train_plot::plot_curves;
+use crate::device::{devices, DeviceArg};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model to train (any RepGhostNet width, ablation or GhostNet).
+    #[arg(long, default_value = "repghostnet_050")]
+    pub model: String,
+    /// An ImageFolder directory with train/ and val/ (or test/) sub-folders, `fashion-mnist`
+    /// (Debian package dataset-fashion-mnist), or a folder holding the Fashion-MNIST IDX files.
+    #[arg(long)]
+    pub data: String,
+    /// Output directory: config.json, metrics.csv, curves.png, last.ckpt, best.safetensors,
+    /// deploy.safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its last.ckpt (its config.json is used; other flags
+    /// except --data, --device and --threads are ignored).
+    #[arg(long)]
+    pub resume: bool,
+    /// Start from these weights (train form: a native, official or timm checkpoint); the
+    /// classifier is replaced when the class count differs (fine-tuning).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Settings for the data: `imagenet` (the official recipe: RandomResizedCrop, flip,
+    /// colour jitter, random erasing, 224²), `small` (grey images of ≤ 64 px such as
+    /// Fashion-MNIST: native size, stride-1 stem, ±2 px shifts, flip, random erasing), or
+    /// `auto` (small for Fashion-MNIST/IDX data and small grey images, else imagenet).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub preset: PresetArg,
+    /// Epochs (default: 300 for imagenet as in the paper, 30 for small).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Peak learning rate (default: the paper's 0.6 per 1024 images, scaled linearly to the
+    /// batch size; small preset: 0.2 per 128).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Linear warm-up length in epochs (capped at a tenth of the run).
+    #[arg(long)]
+    pub warmup_epochs: Option<f64>,
+    /// Learning rate at the start of the warm-up.
+    #[arg(long, default_value_t = 1e-4)]
+    pub warmup_lr: f64,
+    /// Floor of the cosine decay.
+    #[arg(long, default_value_t = 1e-5)]
+    pub min_lr: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Plain momentum instead of Nesterov's.
+    #[arg(long)]
+    pub no_nesterov: bool,
+    /// L2 on conv and linear weights (default: 1e-5 as in the paper; small preset 5e-5).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Label smoothing (0 disables).
+    #[arg(long, default_value_t = 0.1)]
+    pub smoothing: f64,
+    /// Dropout before the classifier.
+    #[arg(long, default_value_t = 0.2)]
+    pub dropout: f64,
+    /// Model EMA decay before the short-run adjustment (0 disables the EMA).
+    #[arg(long, default_value_t = 0.9999)]
+    pub ema_decay: f64,
+    /// Input side (default: 224 for imagenet, the images' own size for small).
+    #[arg(long)]
+    pub img_size: Option<usize>,
+    /// RandomResizedCrop area range (imagenet preset).
+    #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], default_values_t = [0.08, 1.0])]
+    pub scale: Vec<f64>,
+    /// Maximum shift in pixels (small preset).
+    #[arg(long, default_value_t = 2)]
+    pub shift: usize,
+    /// Horizontal flip probability.
+    #[arg(long, default_value_t = 0.5)]
+    pub hflip: f64,
+    /// Colour jitter strength (default 0.4 for imagenet, 0 for small grey images).
+    #[arg(long)]
+    pub color_jitter: Option<f32>,
+    /// Random-erasing probability (pixel mode).
+    #[arg(long, default_value_t = 0.2)]
+    pub erase: f64,
+    /// Seed of initialisation, data order, augmentation and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Train on the first N training images only (smoke runs).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Evaluate on the first N validation images only.
+    #[arg(long)]
+    pub val_limit: Option<usize>,
+    /// Where to compute.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Data-parallel training over N devices of --device's kind (GPUs 0..N with wgpu or
+    /// cuda): every batch is split, each part's gradients computed on its device and summed on
+    /// the first. With --device cpu this is the same as --workers N.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+    /// Worker threads for burn's CPU backend and the data loader (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Threads that each compute the gradients of a part of every batch (CPU data
+    /// parallelism; as in DDP, BatchNorm uses per-part statistics). burn's CPU backend
+    /// already uses all cores inside each operation, which measured faster here than 2 workers.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Debug)]
+pub enum PresetArg {
+    Auto,
+    Imagenet,
+    Small,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match execute(&args)? {
+        Some(_) => Ok(()),
+        // Interrupted: the checkpoint is saved; 130 is the shell's code for Ctrl-C.
+        None => std::process::exit(130),
+    }
+}
+
+/// Trains as the flags say; `None` when interrupted (after saving `last.ckpt`).
+pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
+    if let Some(t) = args.threads {
+        // Must precede the first use of the global pool (burn flex and the loader share it).
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global();
+    }
+    let all = devices(args.device, args.devices)?;
+    let dev = all[0].clone();
+    let train_ds = open(&args.data, Split::Train).with_context(|| "training split")?;
+    let val_ds = open(&args.data, Split::Test).with_context(|| "validation split")?;
+    if train_ds.is_empty() {
+        bail!("{}: the training split has no images", args.data);
+    }
+    let data = Data {
+        train: train_ds.clone(),
+        val: val_ds,
+    };
+
+    let trainer = if args.resume {
+        let t = Trainer::resume(&args.out, &dev)?;
+        eprintln!(
+            "resuming {} in {} after {} epoch(s) and {} update(s)",
+            t.cfg.model,
+            args.out.display(),
+            t.state.epoch,
+            t.state.global_step
+        );
+        t
+    } else {
+        if args.out.join("last.ckpt").exists() {
+            bail!(
+                "{}: holds a run already (last.ckpt); pass --resume to continue it or choose another --out",
+                args.out.display()
+            );
+        }
+        let (cfg, init) = config(args, &*train_ds)?;
+        Trainer::new(cfg, &args.out, &dev, init)?
+    };
+    let mut trainer = trainer.with_extra_devices(&all[1..]);
+    let classes = train_ds.classes();
+    if classes.len() > trainer.cfg.net.num_classes {
+        bail!(
+            "{}: {} classes but the model has {} outputs",
+            args.data,
+            classes.len(),
+            trainer.cfg.net.num_classes
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                // Second Ctrl-C: the user insists; the last checkpoint is intact.
+                eprintln!("\ninterrupted again: exiting without a new checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit now)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+
+    let mut obs = Progress::new(args.out.clone());
+    let cfg = &trainer.cfg;
+    eprintln!(
+        "training {} on {} ({} train / {} val images{}), {} epochs, batch {}, lr {:.4}, {}×{} input, {} channel(s)",
+        cfg.model,
+        cfg.data,
+        cfg.limit.map_or(train_ds.len(), |l| l.min(train_ds.len())),
+        cfg.val_limit.map_or(data.val.len(), |l| l.min(data.val.len())),
+        if cfg.limit.is_some() { ", limited" } else { "" },
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.augment.pre.img_size,
+        cfg.augment.pre.img_size,
+        cfg.net.in_chans
+    );
+    match trainer.run(&data, &mut obs, &stop)? {
+        Outcome::Interrupted { epoch, global_step } => {
+            eprintln!(
+                "stopped after {global_step} update(s) (epoch {}); resume with: repghost train --resume --data {} --out {}",
+                epoch + 1,
+                args.data,
+                args.out.display()
+            );
+            Ok(None)
+        }
+        Outcome::Finished(s) => {
+            println!(
+                "finished in {:.0} s: best val top-1 {:.2}% (epoch {}); deploy.safetensors: top-1 {:.2}%, top-5 {:.2}%; re-parameterization agrees to {:.1e}",
+                s.seconds,
+                100.0 * trainer.state.best_top1,
+                trainer.state.best_epoch,
+                100.0 * s.deploy_report.top1,
+                100.0 * s.deploy_report.top5,
+                s.reparam_rel_diff
+            );
+            if let Some(r) = s.history.last() {
+                println!(
+                    "last epoch: model {:.2}%{}",
+                    100.0 * r.top1,
+                    r.ema_top1
+                        .map(|e| format!(", EMA {:.2}%", 100.0 * e))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(Some((trainer, s)))
+        }
+    }
+}
+
+/// Whether the data calls for the small-image preset.
+fn is_small(args: &Args, ds: &dyn Dataset) -> Result<bool> {
+    Ok(match args.preset {
+        PresetArg::Small => true,
+        PresetArg::Imagenet => false,
+        PresetArg::Auto => {
+            let (img, _) = ds.load(0).map_err(|e| anyhow::anyhow!("{}: {e}", ds.name(0)))?;
+            img.width.max(img.height) <= 64 && is_grey(&img)
+        }
+    })
+}
+
+fn is_grey(img: &repghost_data::Image) -> bool {
+    img.channels == 1 || img.data.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2])
+}
+
+/// The run's configuration from the flags, the preset and (for --init) the weights.
+fn config(args: &Args, ds: &dyn Dataset) -> Result<(TrainConfig, Option<repghost::Model>)> {
+    let (name, variant) = resolve(&args.model)?;
+    let small = is_small(args, ds)?;
+    let classes = ds.classes().len().max(2);
+    let bs = args.batch_size.max(1);
+    let (img, _) = ds.load(0).map_err(|e| anyhow::anyhow!("{}: {e}", ds.name(0)))?;
+    let native = img.width.max(img.height);
+    let mut net = variant.config(classes).with_dropout(args.dropout);
+    let init = match &args.init {
+        Some(p) => {
+            let loaded = weights::load(
+                p,
+                &LoadOptions {
+                    model: Some(args.model.clone()),
+                    ema: false,
+                },
+                &burn::tensor::Device::flex(),
+            )?;
+            if loaded.form != Form::Train {
+                bail!(
+                    "{}: {} form weights cannot be trained (BatchNorm is folded); give train-form weights",
+                    p.display(),
+                    loaded.form.as_str()
+                );
+            }
+            let mut m = loaded.model;
+            if m.config().num_classes != classes {
+                m = m.reset_classifier(classes);
+            }
+            net = m.config().clone().with_dropout(args.dropout);
+            Some(m)
+        }
+        None => None,
+    };
+    let (pre, crop, jitter, lr, wd, epochs, warmup) = if small {
+        net = if init.is_none() {
+            net.with_in_chans(if is_grey(&img) { 1 } else { 3 })
+                .with_stem_stride(1)
+        } else {
+            net
+        };
+        let c = net.in_chans;
+        let size = args.img_size.unwrap_or(native);
+        let (mean, std) = if c == 1 {
+            (vec![0.2860], vec![0.3530]) // Fashion-MNIST training-set statistics
+        } else {
+            (
+                repghost_data::transform::IMAGENET_MEAN.to_vec(),
+                repghost_data::transform::IMAGENET_STD.to_vec(),
+            )
+        };
+        let pre = Preprocess {
+            img_size: size,
+            crop_pct: 1.0,
+            interpolation: Interpolation::Bilinear,
+            mean,
+            std,
+            channels: c,
+        };
+        (
+            pre,
+            Crop::Shift { pad: args.shift },
+            0.0,
+            0.2 * bs as f64 / 128.0,
+            5e-5,
+            30,
+            1.0,
+        )
+    } else {
+        let pre = Preprocess {
+            img_size: args.img_size.unwrap_or(224),
+            channels: net.in_chans,
+            ..Preprocess::imagenet()
+        };
+        let crop = Crop::RandomResized {
+            scale: (args.scale[0], args.scale[1]),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+        };
+        (pre, crop, 0.4, scaled_lr(bs), 1e-5, 300, 5.0)
+    };
+    pre.check().map_err(anyhow::Error::msg)?;
+    let cfg = TrainConfig {
+        model: name,
+        net,
+        epochs: args.epochs.unwrap_or(epochs).max(1),
+        batch_size: bs,
+        lr: args.lr.unwrap_or(lr),
+        warmup_epochs: args.warmup_epochs.unwrap_or(warmup),
+        warmup_lr: args.warmup_lr,
+        min_lr: args.min_lr,
+        momentum: args.momentum,
+        nesterov: !args.no_nesterov,
+        weight_decay: args.weight_decay.unwrap_or(wd),
+        label_smoothing: args.smoothing,
+        ema_decay: args.ema_decay,
+        augment: Augment {
+            pre: Preprocess {
+                interpolation: if small {
+                    pre.interpolation
+                } else {
+                    Interpolation::Bilinear
+                },
+                ..pre.clone()
+            },
+            crop,
+            hflip: args.hflip,
+            color_jitter: args.color_jitter.unwrap_or(jitter),
+            erase_p: args.erase,
+        },
+        eval: pre,
+        seed: args.seed,
+        limit: args.limit,
+        val_limit: args.val_limit,
+        init: args.init.as_ref().map(|p| p.display().to_string()),
+        data: args.data.clone(),
+        workers: args.workers.max(1),
+    };
+    Ok((cfg, init))
+}
+
+/// Progress bar per epoch on a terminal, log lines otherwise; curves.png after each epoch.
+struct Progress {
+    out: PathBuf,
+    bar: Option<indicatif::ProgressBar>,
+    tty: bool,
+    next_log: usize,
+}
+
+impl Progress {
+    fn new(out: PathBuf) -> Self {
+        Progress {
+            out,
+            bar: None,
+            tty: std::io::stderr().is_terminal(),
+            next_log: 0,
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize, done: usize) {
+        self.next_log = done + steps.div_ceil(10);
+        if self.tty {
+            let b = indicatif::ProgressBar::new(steps as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .expect("valid template"),
+            );
+            b.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+            b.set_position(done as u64);
+            self.bar = Some(b);
+        }
+    }
+
+    fn step(&mut self, s: &StepInfo) {
+        let msg = format!("loss {:.4} lr {:.2e} {:.0} img/s", s.loss, s.lr, s.images_per_s);
+        if let Some(b) = &self.bar {
+            b.set_position(s.step as u64);
+            b.set_message(msg);
+        } else if s.step >= self.next_log || s.step == s.steps {
+            eprintln!(
+                "epoch {}/{} step {}/{}: {msg}",
+                s.epoch + 1,
+                s.epochs,
+                s.step,
+                s.steps
+            );
+            self.next_log = s.step + s.steps.div_ceil(10);
+        }
+    }
+
+    fn evaluating(&mut self, _epoch: usize) {
+        if let Some(b) = &self.bar {
+            b.set_message("evaluating");
+        }
+    }
+
+    fn epoch_end(&mut self, r: &EpochRow, history: &[EpochRow]) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        eprintln!(
+            "epoch {}: train loss {:.4}, val top-1 {:.2}% top-5 {:.2}%{}, {:.0} img/s, {:.0} s",
+            r.epoch,
+            r.train_loss,
+            100.0 * r.top1,
+            100.0 * r.top5,
+            r.ema_top1
+                .map(|e| format!(" (EMA {:.2}%)", 100.0 * e))
+                .unwrap_or_default(),
+            r.images_per_s,
+            r.wall_s
+        );
+        if let Err(e) = plot_curves(history, &self.out.join("curves.png")) {
+            eprintln!("warning: curves.png not written: {e:#}");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! `repghost train` end to end on a tiny IDX dataset: the files a run leaves, refusal to
+//! overwrite a run, evaluation of the deploy weights, and Ctrl-C → checkpoint → --resume.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{repghost, s};
+
+/// Writes an IDX dataset of 16×16 grey bars (four classes) in Fashion-MNIST's file layout.
+fn write_idx(dir: &Path, n_train: usize, n_test: usize) {
+    let write = |prefix: &str, n: usize, seed: u32| {
+        let mut img = vec![0, 0, 8, 3];
+        img.extend((n as u32).to_be_bytes());
+        img.extend(16u32.to_be_bytes());
+        img.extend(16u32.to_be_bytes());
+        let mut lab = vec![0, 0, 8, 1];
+        lab.extend((n as u32).to_be_bytes());
+        let mut state = seed;
+        for i in 0..n {
+            let label = i % 4;
+            lab.push(label as u8);
+            for y in 0..16 {
+                for x in 0..16 {
+                    state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    let noise = (state >> 16) % 60;
+                    let on = match label {
+                        0 => y < 5,
+                        1 => y >= 11,
+                        2 => x < 5,
+                        _ => x >= 11,
+                    };
+                    img.push(if on { 160 + noise as u8 } else { 20 + noise as u8 });
+                }
+            }
+        }
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
+    };
+    write("train", n_train, 1);
+    write("t10k", n_test, 2);
+}
+
+#[test]
+fn a_run_leaves_metrics_curves_and_deployable_weights() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx(data.path(), 128, 32);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let args = [
+        "train",
+        "--model",
+        "repghostnet_025",
+        "--data",
+        s(data.path()),
+        "--out",
+        s(&run),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+    ];
+    let o = repghost(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("16×16 input"), "{log}");
+    for f in [
+        "config.json",
+        "metrics.csv",
+        "curves.png",
+        "last.ckpt",
+        "best.safetensors",
+        "deploy.safetensors",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows[0].starts_with("epoch,lr,train_loss,val_top1"));
+    let png = std::fs::read(run.join("curves.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["net"]["in_chans"], 1, "small grey images use the grey preset");
+    assert_eq!(cfg["net"]["stem_stride"], 1);
+    assert_eq!(cfg["epochs"], 2);
+
+    // The deploy weights carry their preprocessing: eval needs no flags.
+    let o = repghost(&[
+        "eval",
+        "--weights",
+        s(&run.join("deploy.safetensors")),
+        "--data",
+        s(data.path()),
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["images"], 32);
+
+    // A second run into the same directory is refused rather than overwriting it.
+    let o = repghost(&args);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--resume") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx(data.path(), 256, 32);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_repghost"))
+        .args([
+            "train",
+            "--model",
+            "repghostnet_025",
+            "--data",
+            s(data.path()),
+            "--out",
+            s(&run),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    // Interrupt at the first progress line of the first epoch.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push(line.clone());
+        if line.contains("step") {
+            let ok = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            break;
+        }
+    }
+    log.extend(lines.map_while(Result::ok));
+    let status = child.wait().unwrap();
+    let log = log.join("\n");
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("--resume"), "{log}");
+    assert!(run.join("last.ckpt").is_file());
+    assert!(
+        !run.join("deploy.safetensors").exists(),
+        "an interrupted run must not look finished"
+    );
+    let o = repghost(&["train", "--resume", "--data", s(data.path()), "--out", s(&run)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("resuming"), "{err}");
+    assert!(run.join("deploy.safetensors").is_file());
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+}
+
+#[test]
+fn bad_training_inputs_fail_with_one_line() {
+    let out = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "train".into(),
+                "--data".into(),
+                "/nonexistent/data".into(),
+                "--out".into(),
+                s(out.path()).into(),
+            ],
+            "/nonexistent/data",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--model".into(),
+                "resnet50".into(),
+                "--data".into(),
+                s(out.path()).into(),
+                "--out".into(),
+                s(&out.path().join("x")).into(),
+            ],
+            "",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--resume".into(),
+                "--data".into(),
+                s(out.path()).into(),
+                "--out".into(),
+                s(&out.path().join("none")).into(),
+            ],
+            "",
+        ),
+    ];
+    for (args, needle) in cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = repghost(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{a:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{a:?}: {err}");
+        assert!(err.contains(needle), "{a:?}: {err}");
+    }
+}

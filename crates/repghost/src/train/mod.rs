@@ -1,0 +1,16 @@
+//! Training: the official recipe (SGD-Nesterov, warm-up + cosine, label smoothing, EMA, timm
+//! augmentations) in a loop of our own, so that every piece of state it keeps can be written
+//! to a checkpoint and a run killed at any moment resumes exactly.
+
+pub mod checkpoint;
+pub mod config;
+pub mod ema;
+pub mod loss;
+pub mod schedule;
+pub mod sgd;
+pub mod step;
+mod trainer;
+
+pub use checkpoint::{EpochRow, TrainState};
+pub use config::{scaled_lr, TrainConfig};
+pub use trainer::{evaluate, Data, Observer, Outcome, StepInfo, Summary, Trainer};

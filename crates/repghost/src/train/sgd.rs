@@ -1,0 +1,208 @@
+//! SGD with (Nesterov) momentum as PyTorch's `torch.optim.SGD` computes it (dampening 0):
+//! `g ← ∇ + λ·w` (weight decay only on conv and linear weights, as timm's
+//! `param_groups_weight_decay` leaves BatchNorm and biases alone), `b ← μ·b + g`,
+//! `w ← w − lr · (g + μ·b)` (Nesterov) or `w ← w − lr · b`.
+//!
+//! burn's own `Sgd` damps momentum by default and decays every parameter, so we keep our own.
+//! The momentum buffers are keyed by reference state-dict names, which makes them portable
+//! across processes: a checkpoint stores them like weights.
+
+use std::collections::BTreeMap;
+
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::Gradients;
+use burn::tensor::Tensor;
+
+use crate::model::Model;
+use crate::weights::apply::FINAL_STAGE;
+use crate::weights::keys::torch_key;
+use crate::weights::{Form, HostTensor, StateDict};
+
+#[derive(Clone, Debug)]
+pub struct Sgd {
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    /// Momentum buffer per parameter (flattened), by reference key.
+    buffers: BTreeMap<String, Tensor<1>>,
+}
+
+impl Sgd {
+    pub fn new(momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
+        Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+            buffers: BTreeMap::new(),
+        }
+    }
+
+    /// One update of every parameter that has a gradient; `grads` are flattened, in the
+    /// model's visit order (as [`collect_grads`] returns them).
+    pub fn step(&mut self, model: Model, grads: Vec<Option<Tensor<1>>>, lr: f64) -> Model {
+        let mut m = Update {
+            sgd: self,
+            grads: grads.into_iter(),
+            lr,
+            path: Vec::new(),
+        };
+        model.map(&mut m)
+    }
+
+    /// The momentum buffers, for a checkpoint.
+    pub fn state(&self) -> StateDict {
+        self.buffers
+            .iter()
+            .map(|(k, t)| {
+                let data = t
+                    .to_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("f32 buffer");
+                (
+                    k.clone(),
+                    HostTensor {
+                        shape: vec![data.len()],
+                        data,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Restores buffers saved by [`Sgd::state`]; every key must name a parameter of `model`.
+    pub fn load_state(&mut self, model: &Model, sd: &StateDict) -> Result<(), String> {
+        let mut keys = Keys::default();
+        model.visit(&mut keys);
+        let device = keys.device.clone().ok_or("model has no parameters")?;
+        self.buffers.clear();
+        for (k, t) in sd {
+            match keys.sizes.get(k) {
+                Some(&n) if n == t.data.len() => {
+                    let v =
+                        Tensor::<1>::from_data(burn::tensor::TensorData::new(t.data.clone(), [n]), &device);
+                    self.buffers.insert(k.clone(), v);
+                }
+                Some(&n) => {
+                    return Err(format!(
+                        "momentum '{k}' has {} values, parameter {n}",
+                        t.data.len()
+                    ))
+                }
+                None => return Err(format!("momentum '{k}' names no parameter")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The gradient of every parameter of `model` in visit order (`None` for buffers and frozen
+/// parameters), flattened, detached and multiplied by `scale`.
+pub fn collect_grads(model: &Model, grads: &Gradients, scale: f64) -> Vec<Option<Tensor<1>>> {
+    struct G<'a>(&'a Gradients, f64, Vec<Option<Tensor<1>>>);
+    impl ModuleVisitor for G<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let g = param.val().grad(self.0).map(|g| {
+                let n = g.shape().num_elements();
+                let g = g.reshape([n]);
+                if self.1 == 1.0 {
+                    g
+                } else {
+                    g.mul_scalar(self.1)
+                }
+            });
+            self.2.push(g);
+        }
+    }
+    let mut v = G(grads, scale, Vec::new());
+    model.visit(&mut v);
+    v.2
+}
+
+/// Element-wise sum of per-worker gradient lists, in worker order (deterministic).
+pub fn sum_grads(mut parts: Vec<Vec<Option<Tensor<1>>>>) -> Vec<Option<Tensor<1>>> {
+    let mut total = parts.remove(0);
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t = match (t.take(), p) {
+                (Some(a), Some(b)) => Some(a.add(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    total
+}
+
+struct Update<'a> {
+    sgd: &'a mut Sgd,
+    grads: std::vec::IntoIter<Option<Tensor<1>>>,
+    lr: f64,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for Update<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = self.grads.next().flatten() else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let distributed = tensor.is_distributed();
+        let dims = tensor.dims();
+        let n: usize = dims.iter().product();
+        let w = tensor.inner();
+        let mut g: Tensor<D> = grad.reshape(dims);
+        // Conv [O, I, kh, kw] and linear [I, O] weights decay; BN and biases (rank 1) do not.
+        if self.sgd.weight_decay > 0.0 && D >= 2 {
+            g = g.add(w.clone().mul_scalar(self.sgd.weight_decay));
+        }
+        let mu = self.sgd.momentum;
+        if mu > 0.0 {
+            let key = torch_key(&self.path, Form::Train, FINAL_STAGE);
+            let buf = match self.sgd.buffers.remove(&key) {
+                Some(b) => b.reshape(dims).mul_scalar(mu).add(g.clone()),
+                None => g.clone(),
+            };
+            g = if self.sgd.nesterov {
+                g.add(buf.clone().mul_scalar(mu))
+            } else {
+                buf.clone()
+            };
+            self.sgd.buffers.insert(key, buf.reshape([n]));
+        }
+        let mut updated = Tensor::from_inner(w.sub(g.mul_scalar(self.lr))).require_grad();
+        if distributed {
+            updated = updated.set_distributed(id);
+        }
+        Param::from_mapped_value(id, updated, mapper)
+    }
+}
+
+#[derive(Default)]
+struct Keys {
+    path: Vec<String>,
+    sizes: BTreeMap<String, usize>,
+    device: Option<burn::tensor::Device>,
+}
+
+impl ModuleVisitor for Keys {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        self.device.get_or_insert_with(|| t.device().inner());
+        self.sizes.insert(
+            torch_key(&self.path, Form::Train, FINAL_STAGE),
+            t.shape().num_elements(),
+        );
+    }
+}

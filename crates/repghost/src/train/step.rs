@@ -1,0 +1,93 @@
+//! One optimizer step's gradient: the batch split into contiguous parts, each part's forward
+//! and backward pass on its own thread and device (data parallelism), and the parts'
+//! gradients brought to the first device and summed in a fixed order. BatchNorm normalizes
+//! each part with its own statistics, as under DDP; burn's `RunningState` averages the
+//! running statistics the parts computed.
+//!
+//! On several GPUs each part runs on a replica forked to its device. burn 0.22's own DDP
+//! all-reduce (`DistributedContext`) is not implemented for its CPU backend, so the reduction
+//! here is ours: it works on every backend, and the CPU path is what the tests exercise.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::loss::smoothed_cross_entropy;
+use super::sgd::{collect_grads, sum_grads};
+use crate::model::Model;
+
+/// Host inputs of one step.
+pub struct StepBatch<'a> {
+    pub inputs: &'a [f32],
+    /// `[n, C, H, W]`
+    pub shape: [usize; 4],
+    pub labels: &'a [usize],
+    /// Dropout keep-mask `[n, features]` (0 or 1/(1 − p)), if dropout is on.
+    pub keep: Option<(&'a [f32], usize)>,
+}
+
+/// Mean loss over the batch and the gradients of the mean loss (visit order, flattened).
+/// `devices[0]` is the model's; part `i` runs on `devices[i % devices.len()]`.
+pub fn gradients(
+    model: &Model,
+    b: &StepBatch,
+    workers: usize,
+    smoothing: f64,
+    devices: &[Device],
+) -> (f32, Vec<Option<Tensor<1>>>) {
+    let main = &devices[0];
+    let [n, c, h, w] = b.shape;
+    let workers = workers.max(devices.len()).clamp(1, n.max(1));
+    let per = n.div_ceil(workers);
+    let parts: Vec<(usize, usize)> = (0..workers)
+        .map(|i| (i * per, ((i + 1) * per).min(n)))
+        .filter(|(a, e)| e > a)
+        .collect();
+    let run = |i: usize, (a, e): (usize, usize)| {
+        let device = &devices[i % devices.len()];
+        let forked;
+        let model = if device == main {
+            model
+        } else {
+            forked = model.clone().fork(device);
+            &forked
+        };
+        let m = e - a;
+        let px = c * h * w;
+        let x = Tensor::<4>::from_data(
+            TensorData::new(b.inputs[a * px..e * px].to_vec(), [m, c, h, w]),
+            device,
+        );
+        let keep = b
+            .keep
+            .map(|(k, f)| Tensor::<2>::from_data(TensorData::new(k[a * f..e * f].to_vec(), [m, f]), device));
+        let logits = model.forward_train(x, keep);
+        let loss = smoothed_cross_entropy(logits, &b.labels[a..e], smoothing);
+        let value: f32 = loss.clone().into_scalar();
+        let weight = m as f64 / n as f64;
+        let grads = loss.backward();
+        let mut g = collect_grads(model, &grads, weight);
+        if device != main {
+            g = g.into_iter().map(|t| t.map(|t| t.to_device(main))).collect();
+        }
+        (value * weight as f32, g)
+    };
+    let results: Vec<(f32, Vec<Option<Tensor<1>>>)> = if parts.len() == 1 {
+        vec![run(0, parts[0])]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| {
+                    let run = &run;
+                    s.spawn(move || run(i, p))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("training worker panicked"))
+                .collect()
+        })
+    };
+    let loss = results.iter().map(|r| r.0).sum();
+    (loss, sum_grads(results.into_iter().map(|r| r.1).collect()))
+}

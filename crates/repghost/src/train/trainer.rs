@@ -1,0 +1,506 @@
+//! The training loop: epochs of shuffled, augmented batches, one SGD update each, the EMA
+//! after every update, evaluation of model and EMA after every epoch, and crash-safe files:
+//! `config.json`, `metrics.csv`, `last.ckpt` (resumable), `best.safetensors` and, at the end,
+//! `deploy.safetensors`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::{ModuleMapper, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use repghost_data::dataset::{batches, batches_with, Dataset};
+use repghost_data::{Preprocess, Rng};
+
+use super::checkpoint::{self, Checkpoint, EpochRow, TrainState};
+use super::config::TrainConfig;
+use super::ema::Ema;
+use super::schedule::{warmup_steps, Schedule};
+use super::sgd::Sgd;
+use super::step::{gradients, StepBatch};
+use crate::config::HEAD_CHANNELS;
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::metrics::{Accumulator, Report};
+use crate::model::Model;
+use crate::weights::{apply_state_dict, save, state_dict, Form};
+
+/// Training and validation samples.
+pub struct Data {
+    pub train: Arc<dyn Dataset>,
+    pub val: Arc<dyn Dataset>,
+}
+
+/// Progress of one update, for progress bars and logs.
+#[derive(Clone, Debug)]
+pub struct StepInfo {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub images_per_s: f64,
+}
+
+/// What the caller sees of a run; every method has a silent default.
+pub trait Observer {
+    /// `done` updates of this epoch were completed before (a resumed run).
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize, _done: usize) {}
+    fn step(&mut self, _s: &StepInfo) {}
+    fn evaluating(&mut self, _epoch: usize) {}
+    fn epoch_end(&mut self, _row: &EpochRow, _history: &[EpochRow]) {}
+    fn message(&mut self, _msg: &str) {}
+}
+
+pub struct Summary {
+    pub history: Vec<EpochRow>,
+    /// Validation report of the deployed (EMA if enabled) model.
+    pub deploy_report: Report,
+    /// Largest |train − deploy| logit difference relative to the largest |logit|.
+    pub reparam_rel_diff: f64,
+    pub seconds: f64,
+}
+
+pub enum Outcome {
+    Finished(Box<Summary>),
+    /// Stopped on request; `last.ckpt` holds the state after `global_step` updates.
+    Interrupted {
+        epoch: usize,
+        global_step: usize,
+    },
+}
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    out: PathBuf,
+    device: Device,
+    /// Devices of the data-parallel parts (autodiff); the first is `device`.
+    devices: Vec<Device>,
+    model: Model,
+    ema: Option<Ema>,
+    sgd: Sgd,
+    pub state: TrainState,
+}
+
+const EVAL_BATCH: usize = 128;
+
+impl Trainer {
+    /// A fresh run in `out` (created if needed); `init` are starting weights (train form, on
+    /// any device), otherwise the model is initialised from the seed.
+    pub fn new(cfg: TrainConfig, out: &Path, device: &Device, init: Option<Model>) -> Result<Self> {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let device = device.clone().autodiff();
+        let model = match init {
+            Some(m) => trainable(m.to_device(&device)),
+            None => {
+                device.seed(cfg.seed);
+                Model::new(&cfg.net, &device)
+            }
+        };
+        let ema = (cfg.ema_decay > 0.0).then(|| Ema::new(&model, cfg.ema_decay));
+        let sgd = Sgd::new(cfg.momentum, cfg.nesterov, cfg.weight_decay);
+        let json = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&out.join("config.json"), json.as_bytes())?;
+        Ok(Trainer {
+            cfg,
+            out: out.to_path_buf(),
+            devices: vec![device.clone()],
+            device,
+            model,
+            ema,
+            sgd,
+            state: TrainState::default(),
+        })
+    }
+
+    /// Continues the run whose `last.ckpt` is in `out`.
+    pub fn resume(out: &Path, device: &Device) -> Result<Self> {
+        let path = out.join("last.ckpt");
+        if !path.exists() {
+            return Err(Error::Invalid(format!(
+                "{}: no checkpoint to resume from (start without --resume)",
+                path.display()
+            )));
+        }
+        let ck = checkpoint::load(&path)?;
+        let device = device.clone().autodiff();
+        let mismatch = |details: Vec<String>| Error::Mismatch {
+            path: path.clone(),
+            model: ck.config.model.clone(),
+            details: details.join("; "),
+        };
+        // Two separate models: clones share BatchNorm running statistics (burn's RunningState).
+        let fresh = || Model::new(&ck.config.net, &device.clone().inner());
+        let model = apply_state_dict(fresh(), &ck.model, Form::Train).map_err(mismatch)?;
+        let model = trainable(model.to_device(&device));
+        let ema = match &ck.ema {
+            Some(sd) => Some(Ema {
+                // valid(): inference mode, or BatchNorm would normalize with batch statistics.
+                model: apply_state_dict(fresh(), sd, Form::Train)
+                    .map_err(mismatch)?
+                    .valid(),
+                decay: ck.config.ema_decay,
+            }),
+            None => None,
+        };
+        let mut sgd = Sgd::new(ck.config.momentum, ck.config.nesterov, ck.config.weight_decay);
+        sgd.load_state(&model, &ck.momentum)
+            .map_err(|m| Error::format(&path, m))?;
+        Ok(Trainer {
+            cfg: ck.config,
+            out: out.to_path_buf(),
+            devices: vec![device.clone()],
+            device,
+            model,
+            ema,
+            sgd,
+            state: ck.state,
+        })
+    }
+
+    /// Splits every batch across these devices as well as the first (data parallelism over
+    /// several GPUs); the model stays on the first.
+    pub fn with_extra_devices(mut self, extra: &[Device]) -> Self {
+        self.devices.extend(extra.iter().map(|d| d.clone().autodiff()));
+        self
+    }
+
+    fn steps_per_epoch(&self, n_train: usize) -> usize {
+        // Incomplete last batches are dropped (timm's training loader does the same).
+        (n_train / self.cfg.batch_size).max(1)
+    }
+
+    fn schedule(&self, steps_per_epoch: usize) -> Schedule {
+        let total = steps_per_epoch * self.cfg.epochs;
+        Schedule {
+            peak: self.cfg.lr,
+            warmup_lr: self.cfg.warmup_lr,
+            min_lr: self.cfg.min_lr,
+            warmup_steps: warmup_steps(self.cfg.warmup_epochs, steps_per_epoch, total),
+            total_steps: total,
+        }
+    }
+
+    /// Trains until the configured epoch count, or until `stop` is set (then the state is
+    /// saved to `last.ckpt` and the run can be resumed).
+    pub fn run(&mut self, data: &Data, obs: &mut dyn Observer, stop: &AtomicBool) -> Result<Outcome> {
+        let n_train = self
+            .cfg
+            .limit
+            .map_or(data.train.len(), |l| l.min(data.train.len()));
+        if n_train == 0 {
+            return Err(Error::Invalid("the training split has no images".into()));
+        }
+        let bs = self.cfg.batch_size.min(n_train);
+        self.cfg.batch_size = bs;
+        let steps = self.steps_per_epoch(n_train);
+        let sched = self.schedule(steps);
+        let total_steps = sched.total_steps;
+        let started = Instant::now();
+        let elapsed_before = self.state.elapsed_s;
+        let elapsed = |started: &Instant| elapsed_before + started.elapsed().as_secs_f64();
+        let [c, s] = [self.cfg.augment.pre.channels, self.cfg.augment.pre.img_size];
+
+        while self.state.epoch < self.cfg.epochs {
+            let epoch = self.state.epoch;
+            let mut order: Vec<usize> = (0..n_train).collect();
+            Rng::keyed(&[self.cfg.seed, epoch as u64, 0x0DE7]).shuffle(&mut order);
+            order.truncate(steps * bs);
+            let skip = self.state.step_in_epoch * bs;
+            let aug = self.cfg.augment.clone();
+            let seed = self.cfg.seed;
+            let f = move |pos: usize, img: &repghost_data::Image| {
+                aug.apply(img, &mut Rng::keyed(&[seed, epoch as u64, (skip + pos) as u64]))
+            };
+            let rx = batches_with(
+                data.train.clone(),
+                order[skip..].to_vec(),
+                [c, s],
+                Arc::new(f),
+                bs,
+                4,
+            );
+            obs.epoch_start(epoch, self.cfg.epochs, steps, self.state.step_in_epoch);
+            let mut t0 = Instant::now();
+            for batch in rx {
+                if let Some((name, msg)) = batch.failed.first() {
+                    return Err(Error::Data {
+                        name: name.clone(),
+                        msg: msg.clone(),
+                    });
+                }
+                let step = self.state.global_step;
+                let lr = sched.lr(step);
+                let keep = self.dropout_mask(epoch, self.state.step_in_epoch * bs, &batch.indices);
+                let sb = StepBatch {
+                    inputs: &batch.inputs,
+                    shape: batch.shape,
+                    labels: &batch.labels,
+                    keep: keep.as_ref().map(|k| (k.as_slice(), HEAD_CHANNELS)),
+                };
+                let (value, grads) = gradients(
+                    &self.model,
+                    &sb,
+                    self.cfg.workers,
+                    self.cfg.label_smoothing,
+                    &self.devices,
+                );
+                if !value.is_finite() {
+                    return Err(Error::Diverged {
+                        value,
+                        epoch,
+                        step: self.state.step_in_epoch,
+                        global_step: step,
+                    });
+                }
+                self.model = self.sgd.step(self.model.clone(), grads, lr);
+                // Merges the BatchNorm statistics the workers computed (burn keeps them per
+                // thread until a sync) and gives the EMA plain tensors.
+                let synced = self.model.valid();
+                if let Some(ema) = &mut self.ema {
+                    ema.update(&synced, step, total_steps);
+                }
+                let n = batch.labels.len();
+                self.state.global_step += 1;
+                self.state.step_in_epoch += 1;
+                self.state.epoch_loss_sum += value as f64 * n as f64;
+                self.state.epoch_images += n;
+                self.state.epoch_train_s += t0.elapsed().as_secs_f64();
+                t0 = Instant::now();
+                obs.step(&StepInfo {
+                    epoch,
+                    epochs: self.cfg.epochs,
+                    step: self.state.step_in_epoch,
+                    steps,
+                    loss: value as f64,
+                    lr,
+                    images_per_s: self.state.epoch_images as f64 / self.state.epoch_train_s.max(1e-9),
+                });
+                if stop.load(Ordering::SeqCst) && self.state.step_in_epoch < steps {
+                    self.state.elapsed_s = elapsed(&started);
+                    self.save_checkpoint()?;
+                    return Ok(Outcome::Interrupted {
+                        epoch,
+                        global_step: self.state.global_step,
+                    });
+                }
+            }
+
+            obs.evaluating(epoch);
+            let val = self.val_indices(data);
+            let report = evaluate(&self.model.valid(), data.val.clone(), &val, &self.cfg.eval)?;
+            let ema_report = match &self.ema {
+                Some(e) => Some(evaluate(&e.model, data.val.clone(), &val, &self.cfg.eval)?),
+                None => None,
+            };
+            let row = EpochRow {
+                epoch: epoch + 1,
+                lr: sched.lr(self.state.global_step.saturating_sub(1)),
+                train_loss: self.state.epoch_loss_sum / self.state.epoch_images.max(1) as f64,
+                top1: report.top1,
+                top5: report.top5,
+                ema_top1: ema_report.as_ref().map(|r| r.top1),
+                ema_top5: ema_report.as_ref().map(|r| r.top5),
+                images_per_s: self.state.epoch_images as f64 / self.state.epoch_train_s.max(1e-9),
+                wall_s: elapsed(&started),
+            };
+            let (best_model, best_top1) = match &self.ema {
+                Some(e) if row.ema_top1.unwrap_or(0.0) > row.top1 => {
+                    (e.model.clone(), row.ema_top1.unwrap_or(0.0))
+                }
+                _ => (self.model.valid(), row.top1),
+            };
+            if best_top1 > self.state.best_top1 || self.state.history.is_empty() {
+                self.state.best_top1 = best_top1;
+                self.state.best_epoch = epoch + 1;
+                save(
+                    &best_model,
+                    &self.cfg.model,
+                    Form::Train,
+                    Some(&self.cfg.eval),
+                    &self.out.join("best.safetensors"),
+                )?;
+            }
+            self.state.history.push(row.clone());
+            self.state.epoch += 1;
+            self.state.step_in_epoch = 0;
+            self.state.epoch_loss_sum = 0.0;
+            self.state.epoch_images = 0;
+            self.state.epoch_train_s = 0.0;
+            self.state.elapsed_s = elapsed(&started);
+            write_atomic(
+                &self.out.join("metrics.csv"),
+                metrics_csv(&self.state.history).as_bytes(),
+            )?;
+            self.save_checkpoint()?;
+            obs.epoch_end(&row, &self.state.history);
+            if stop.load(Ordering::SeqCst) && self.state.epoch < self.cfg.epochs {
+                return Ok(Outcome::Interrupted {
+                    epoch: self.state.epoch,
+                    global_step: self.state.global_step,
+                });
+            }
+        }
+
+        let summary = self.finish(data)?;
+        Ok(Outcome::Finished(Box::new(Summary {
+            seconds: elapsed(&started),
+            ..summary
+        })))
+    }
+
+    /// Dropout keep-mask for the samples at `pos..` of this epoch's order: a function of
+    /// (seed, epoch, position) only, so resumed and multi-worker runs draw the same masks.
+    fn dropout_mask(&self, epoch: usize, pos: usize, indices: &[usize]) -> Option<Vec<f32>> {
+        let p = self.cfg.net.dropout;
+        if p <= 0.0 {
+            return None;
+        }
+        let scale = (1.0 / (1.0 - p)) as f32;
+        let mut keep = Vec::with_capacity(indices.len() * HEAD_CHANNELS);
+        for i in 0..indices.len() {
+            let mut rng = Rng::keyed(&[self.cfg.seed, epoch as u64, (pos + i) as u64, 0xD80]);
+            keep.extend((0..HEAD_CHANNELS).map(|_| if rng.chance(p) { 0.0 } else { scale }));
+        }
+        Some(keep)
+    }
+
+    fn val_indices(&self, data: &Data) -> Vec<usize> {
+        let n = self
+            .cfg
+            .val_limit
+            .map_or(data.val.len(), |l| l.min(data.val.len()));
+        (0..n).collect()
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        let ck = Checkpoint {
+            model: state_dict(&self.model.valid(), Form::Train),
+            ema: self.ema.as_ref().map(|e| state_dict(&e.model, Form::Train)),
+            momentum: self.sgd.state(),
+            state: self.state.clone(),
+            config: self.cfg.clone(),
+        };
+        checkpoint::save(&self.out.join("last.ckpt"), &ck)
+    }
+
+    /// The model to deploy (the EMA if there is one), re-parameterized, checked against its
+    /// train form on validation images, and written to `deploy.safetensors`.
+    fn finish(&self, data: &Data) -> Result<Summary> {
+        let train = match &self.ema {
+            Some(e) => e.model.clone(),
+            None => self.model.valid(),
+        };
+        let deploy = train.clone().reparameterize();
+        let val = self.val_indices(data);
+        let probe: Vec<usize> = val.iter().copied().take(16).collect();
+        let mut rel = 0.0f64;
+        for batch in batches(data.val.clone(), probe, self.cfg.eval.clone(), 16, 1) {
+            let x = Tensor::<4>::from_data(
+                TensorData::new(batch.inputs, batch.shape),
+                &self.device.clone().inner(),
+            );
+            let a = crate::reparam::host(&train.forward(x.clone()));
+            let b = crate::reparam::host(&deploy.forward(x));
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12) as f64;
+            let diff = a.iter().zip(&b).fold(0f32, |m, (p, q)| m.max((p - q).abs())) as f64;
+            rel = rel.max(diff / scale);
+        }
+        if rel.is_nan() || rel >= 1e-3 {
+            return Err(Error::Invalid(format!(
+                "re-parameterized model disagrees with its train form (relative difference {rel:.2e})"
+            )));
+        }
+        save(
+            &deploy,
+            &self.cfg.model,
+            Form::Deploy,
+            Some(&self.cfg.eval),
+            &self.out.join("deploy.safetensors"),
+        )?;
+        let deploy_report = evaluate(&deploy, data.val.clone(), &val, &self.cfg.eval)?;
+        Ok(Summary {
+            history: self.state.history.clone(),
+            deploy_report,
+            reparam_rel_diff: rel,
+            seconds: 0.0,
+        })
+    }
+
+    /// The model being trained, in inference form.
+    pub fn model(&self) -> Model {
+        self.model.valid()
+    }
+
+    pub fn ema_model(&self) -> Option<Model> {
+        self.ema.as_ref().map(|e| e.model.clone())
+    }
+}
+
+/// Top-1/top-5/loss of an inference-form model on `indices` of `ds`.
+pub fn evaluate(model: &Model, ds: Arc<dyn Dataset>, indices: &[usize], pre: &Preprocess) -> Result<Report> {
+    let device = first_device(model);
+    let mut acc = Accumulator::new(model.config().num_classes);
+    for batch in batches(ds.clone(), indices.to_vec(), pre.clone(), EVAL_BATCH, 2) {
+        if let Some((name, msg)) = batch.failed.first() {
+            return Err(Error::Data {
+                name: name.clone(),
+                msg: msg.clone(),
+            });
+        }
+        if batch.labels.is_empty() {
+            continue;
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(batch.inputs, batch.shape), &device);
+        let logits = crate::reparam::host(&model.forward(x));
+        acc.update(&logits, &batch.labels);
+    }
+    Ok(acc.report(&ds.classes()))
+}
+
+fn first_device(model: &Model) -> Device {
+    struct D(Option<Device>);
+    impl burn::module::ModuleVisitor for D {
+        fn visit_float<const N: usize>(&mut self, p: &Param<Tensor<N>>) {
+            self.0.get_or_insert_with(|| p.val().device());
+        }
+    }
+    let mut d = D(None);
+    model.visit(&mut d);
+    d.0.unwrap_or_else(Device::flex)
+}
+
+/// Lifts a model with plain tensors (loaded weights) onto autodiff, every parameter
+/// trainable (running statistics stay buffers: `RunningState` drops the flag).
+fn trainable(model: Model) -> Model {
+    struct T;
+    impl ModuleMapper for T {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            p.map(|t| t.autodiff().require_grad())
+        }
+    }
+    model.map(&mut T)
+}
+
+pub fn metrics_csv(rows: &[EpochRow]) -> String {
+    let mut s =
+        String::from("epoch,lr,train_loss,val_top1,val_top5,ema_val_top1,ema_val_top5,images_per_s,wall_s\n");
+    let opt = |v: Option<f64>| v.map(|v| format!("{:.4}", 100.0 * v)).unwrap_or_default();
+    for r in rows {
+        s.push_str(&format!(
+            "{},{:.6e},{:.5},{:.4},{:.4},{},{},{:.1},{:.1}\n",
+            r.epoch,
+            r.lr,
+            r.train_loss,
+            100.0 * r.top1,
+            100.0 * r.top5,
+            opt(r.ema_top1),
+            opt(r.ema_top5),
+            r.images_per_s,
+            r.wall_s
+        ));
+    }
+    s
+}

@@ -1,0 +1,367 @@
+//! Training: the optimizer computes PyTorch's SGD-Nesterov update, a tiny run learns, an
+//! interrupted and resumed run ends bit-identical to an uninterrupted one, and a diverging
+//! run stops with an error naming the step without writing a checkpoint.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use burn::module::{ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use repghost::config::{Arch, NetConfig};
+use repghost::train::sgd::{collect_grads, Sgd};
+use repghost::train::step::{gradients, StepBatch};
+use repghost::train::{Data, Observer, Outcome, StepInfo, TrainConfig, Trainer};
+use repghost::weights::{state_dict, Form};
+use repghost::Model;
+use repghost_data::dataset::Dataset;
+use repghost_data::{Augment, Crop, Image, Interpolation, Preprocess, Rng};
+
+/// Four classes of 12×12 grey pictures: a bright bar in one of four places, plus noise.
+struct Bars {
+    n: usize,
+    seed: u64,
+}
+
+impl Dataset for Bars {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn load(&self, i: usize) -> Result<(Image, usize), String> {
+        let label = i % 4;
+        let mut rng = Rng::keyed(&[self.seed, i as u64]);
+        let mut data = vec![0u8; 144];
+        for y in 0..12 {
+            for x in 0..12 {
+                let on = match label {
+                    0 => y < 4,
+                    1 => y >= 8,
+                    2 => x < 4,
+                    _ => x >= 8,
+                };
+                let v = if on { 180.0 } else { 40.0 } + 30.0 * rng.normal();
+                data[y * 12 + x] = v.clamp(0.0, 255.0) as u8;
+            }
+        }
+        Ok((
+            Image {
+                width: 12,
+                height: 12,
+                channels: 1,
+                data,
+            },
+            label,
+        ))
+    }
+    fn name(&self, i: usize) -> String {
+        format!("bars[{i}]")
+    }
+    fn classes(&self) -> Vec<String> {
+        ["top", "bottom", "left", "right"].map(String::from).to_vec()
+    }
+}
+
+fn data() -> Data {
+    Data {
+        train: Arc::new(Bars { n: 96, seed: 1 }),
+        val: Arc::new(Bars { n: 32, seed: 2 }),
+    }
+}
+
+fn config(epochs: usize) -> TrainConfig {
+    let pre = Preprocess {
+        img_size: 12,
+        crop_pct: 1.0,
+        interpolation: Interpolation::Bilinear,
+        mean: vec![0.4],
+        std: vec![0.3],
+        channels: 1,
+    };
+    TrainConfig {
+        model: "repghostnet_025".into(),
+        net: NetConfig::new(Arch::RepGhost, 0.25)
+            .with_num_classes(4)
+            .with_in_chans(1)
+            .with_stem_stride(1),
+        epochs,
+        batch_size: 16,
+        lr: 0.1,
+        warmup_epochs: 1.0,
+        warmup_lr: 1e-4,
+        min_lr: 1e-5,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 5e-5,
+        label_smoothing: 0.1,
+        ema_decay: 0.9999,
+        augment: Augment {
+            pre: pre.clone(),
+            crop: Crop::Shift { pad: 1 },
+            hflip: 0.0,
+            color_jitter: 0.2,
+            erase_p: 0.2,
+        },
+        eval: pre,
+        seed: 5,
+        limit: None,
+        val_limit: None,
+        init: None,
+        data: "bars".into(),
+        workers: 1,
+    }
+}
+
+/// Sets the stop flag after `after` updates, as Ctrl-C would.
+struct StopAfter {
+    after: usize,
+    seen: usize,
+    flag: Arc<AtomicBool>,
+}
+
+impl Observer for StopAfter {
+    fn step(&mut self, _: &StepInfo) {
+        self.seen += 1;
+        if self.seen == self.after {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+struct Quiet;
+impl Observer for Quiet {}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let ck = repghost::train::checkpoint::load(&dir.join("last.ckpt")).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = ck.model.into_iter().map(|(k, t)| (k, t.data)).collect();
+    out.extend(
+        ck.ema
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (format!("ema.{k}"), t.data)),
+    );
+    out.extend(
+        ck.momentum
+            .into_iter()
+            .map(|(k, t)| (format!("momentum.{k}"), t.data)),
+    );
+    out
+}
+
+#[test]
+fn interrupted_and_resumed_run_matches_an_uninterrupted_one() {
+    let device = Device::flex();
+    let data = data();
+    let full = tempfile::tempdir().unwrap();
+    let never = AtomicBool::new(false);
+    let mut t = Trainer::new(config(2), full.path(), &device, None).unwrap();
+    let Outcome::Finished(summary) = t.run(&data, &mut Quiet, &never).unwrap() else {
+        panic!("run without a stop request was interrupted");
+    };
+    assert_eq!(summary.history.len(), 2);
+    assert!(summary.reparam_rel_diff < 1e-4, "{}", summary.reparam_rel_diff);
+
+    // Stop mid-epoch (update 4 of 6 in epoch 1), then again after epoch 2's first update.
+    let part = tempfile::tempdir().unwrap();
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut obs = StopAfter {
+        after: 6,
+        seen: 0,
+        flag: flag.clone(),
+    };
+    let mut t = Trainer::new(config(2), part.path(), &device, None).unwrap();
+    match t.run(&data, &mut obs, &flag).unwrap() {
+        Outcome::Interrupted { global_step, .. } => assert_eq!(global_step, 6),
+        Outcome::Finished(_) => panic!("stop request ignored"),
+    }
+    drop(t);
+    flag.store(false, Ordering::SeqCst);
+    let mut obs = StopAfter {
+        after: 3,
+        seen: 0,
+        flag: flag.clone(),
+    };
+    let mut t = Trainer::resume(part.path(), &device).unwrap();
+    assert_eq!(t.state.global_step, 6);
+    match t.run(&data, &mut obs, &flag).unwrap() {
+        Outcome::Interrupted { global_step, .. } => assert_eq!(global_step, 9),
+        Outcome::Finished(_) => panic!("second stop request ignored"),
+    }
+    drop(t);
+    flag.store(false, Ordering::SeqCst);
+    let mut t = Trainer::resume(part.path(), &device).unwrap();
+    let Outcome::Finished(resumed) = t.run(&data, &mut Quiet, &flag).unwrap() else {
+        panic!("resumed run did not finish");
+    };
+
+    let (a, b) = (weights(full.path()), weights(part.path()));
+    assert_eq!(a.len(), b.len());
+    let differ: Vec<String> = a
+        .iter()
+        .zip(&b)
+        .filter(|((_, va), (_, vb))| va != vb)
+        .map(|((k, va), (_, vb))| {
+            let d = va.iter().zip(vb).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            format!("{k} ({d:.1e})")
+        })
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} tensors differ after resuming: {}",
+        differ.len(),
+        a.len(),
+        differ.join(", ")
+    );
+    // Same metrics too, except wall time and speed.
+    for (x, y) in summary.history.iter().zip(&resumed.history) {
+        assert_eq!(
+            (x.epoch, x.train_loss, x.top1, x.ema_top1),
+            (y.epoch, y.train_loss, y.top1, y.ema_top1)
+        );
+    }
+    for f in [
+        "config.json",
+        "metrics.csv",
+        "best.safetensors",
+        "deploy.safetensors",
+    ] {
+        assert!(part.path().join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(part.path().join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+}
+
+#[test]
+fn a_tiny_run_learns_the_task() {
+    let device = Device::flex();
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = config(6);
+    cfg.workers = 2;
+    let never = AtomicBool::new(false);
+    let mut t = Trainer::new(cfg, out.path(), &device, None).unwrap();
+    let data = Data {
+        train: Arc::new(Bars { n: 256, seed: 1 }),
+        val: Arc::new(Bars { n: 64, seed: 2 }),
+    };
+    let Outcome::Finished(s) = t.run(&data, &mut Quiet, &never).unwrap() else {
+        panic!("interrupted");
+    };
+    let first = &s.history[0];
+    let last = s.history.last().unwrap();
+    assert!(
+        last.train_loss < first.train_loss,
+        "{} → {}",
+        first.train_loss,
+        last.train_loss
+    );
+    // Four classes: chance is 25%.
+    assert!(
+        s.deploy_report.top1 >= 0.75,
+        "deploy top-1 {}",
+        s.deploy_report.top1
+    );
+    let loaded = repghost::weights::load(
+        &out.path().join("deploy.safetensors"),
+        &Default::default(),
+        &device,
+    )
+    .unwrap();
+    assert_eq!(loaded.form, Form::Deploy);
+    assert_eq!(loaded.preprocess.unwrap().channels, 1);
+}
+
+#[test]
+fn a_diverging_run_names_the_step_and_writes_no_checkpoint() {
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = config(1);
+    cfg.lr = 1e12;
+    cfg.warmup_epochs = 0.0;
+    let never = AtomicBool::new(false);
+    let mut t = Trainer::new(cfg, out.path(), &Device::flex(), None).unwrap();
+    let err = match t.run(&data(), &mut Quiet, &never) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("lr 1e12 did not diverge"),
+    };
+    assert!(err.contains("step") && err.contains("loss is"), "{err}");
+    assert!(!out.path().join("last.ckpt").exists());
+}
+
+fn params(model: &Model) -> Vec<Vec<f32>> {
+    struct V(Vec<Vec<f32>>);
+    impl ModuleVisitor for V {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0
+                .push(p.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+        }
+    }
+    let mut v = V(Vec::new());
+    model.visit(&mut v);
+    v.0
+}
+
+/// Two steps with the same gradient: w1 = w0 − lr(g' + μ g'), w2 = w1 − lr(g' + μ(μ g' + g'))
+/// with g' = g + λ w for conv/linear weights (PyTorch SGD, dampening 0, nesterov).
+#[test]
+fn sgd_is_pytorch_nesterov_with_decay_on_weights_only() {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let cfg = config(1).net;
+    let model = Model::new(&cfg, &device);
+    let x: Vec<f32> = {
+        let mut r = Rng::new(9);
+        (0..4 * 144).map(|_| r.normal() as f32).collect()
+    };
+    let b = StepBatch {
+        inputs: &x,
+        shape: [4, 1, 12, 12],
+        labels: &[0, 1, 2, 3],
+        keep: None,
+    };
+    let (_, grads) = gradients(&model, &b, 1, 0.1, std::slice::from_ref(&device));
+    let g: Vec<Option<Vec<f32>>> = grads
+        .iter()
+        .map(|g| g.clone().map(|t| t.into_data().try_to_vec::<f32>().unwrap()))
+        .collect();
+    let (lr, mu, wd) = (0.05f32, 0.9f32, 0.01f32);
+    let mut sgd = Sgd::new(mu as f64, true, wd as f64);
+    let w0 = params(&model);
+    let m1 = sgd.step(model, grads.clone(), lr as f64);
+    let w1 = params(&m1);
+    let m2 = sgd.step(m1, grads, lr as f64);
+    let w2 = params(&m2);
+    let mut decayed = 0;
+    for i in 0..w0.len() {
+        let Some(gi) = &g[i] else {
+            assert_eq!(w0[i], w1[i], "a buffer moved");
+            continue;
+        };
+        for j in 0..gi.len() {
+            // Decide decay from the step itself: decayed tensors see λ·w0 added.
+            let plain = w0[i][j] - lr * (gi[j] + mu * gi[j]);
+            let gd = gi[j] + wd * w0[i][j];
+            let decay = w0[i][j] - lr * (gd + mu * gd);
+            let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * (1.0 + b.abs());
+            assert!(close(w1[i][j], plain) || close(w1[i][j], decay), "param {i}[{j}]");
+            if close(w1[i][j], decay) && !close(w1[i][j], plain) {
+                decayed += 1;
+                let gd1 = gi[j] + wd * w1[i][j];
+                let buf = mu * gd + gd1;
+                let expect = w1[i][j] - lr * (gd1 + mu * buf);
+                assert!(close(w2[i][j], expect), "param {i}[{j}] second step");
+            }
+        }
+    }
+    assert!(decayed > 100, "weight decay never applied ({decayed})");
+}
+
+#[test]
+fn collected_gradients_cover_parameters_but_not_running_statistics() {
+    let device = Device::flex().autodiff();
+    let model = Model::new(&config(1).net, &device);
+    let x = Tensor::<4>::from_data(TensorData::new(vec![0.5f32; 2 * 144], [2, 1, 12, 12]), &device);
+    let loss = model.forward(x).sum();
+    let g = collect_grads(&model, &loss.backward(), 1.0);
+    let sd = state_dict(&model, Form::Train);
+    let stats = sd.keys().filter(|k| k.contains("running_")).count();
+    assert_eq!(g.len(), sd.len());
+    assert_eq!(g.iter().filter(|g| g.is_none()).count(), stats);
+}
