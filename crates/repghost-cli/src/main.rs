@@ -1,5 +1,6 @@
 //! `repghost`: RepGhostNet from the command line. Every error is one line on stderr and a
-//! non-zero exit code (2 for usage errors, 1 for everything else).
+//! non-zero exit code (2 for usage errors: bad flags, unknown model names; 1 for everything
+//! else: missing or corrupt files, mismatched weights, failed computations).
 
 mod cmd;
 mod device;
@@ -62,8 +63,35 @@ fn main() {
         Command::Demo(a) => cmd::demo::run(a),
     };
     if let Err(e) = result {
-        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        eprintln!("error: {}", chain.join(": "));
-        std::process::exit(1);
+        // Library errors already include their source in their message; skip a cause the
+        // message so far already says.
+        let mut msg = String::new();
+        for c in e.chain() {
+            let t = c.to_string();
+            if !msg.contains(&t) {
+                if !msg.is_empty() {
+                    msg.push_str(": ");
+                }
+                msg.push_str(&t);
+            }
+        }
+        eprintln!("error: {}", msg.lines().next().unwrap_or(""));
+        std::process::exit(exit_code(&e));
+    }
+}
+
+/// 2 for command-line mistakes (as clap uses for its own), 1 for everything else.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    let usage = e.chain().any(|c| {
+        c.is::<cmd::Usage>()
+            || matches!(
+                c.downcast_ref::<repghost::Error>(),
+                Some(repghost::Error::UnknownModel { .. })
+            )
+    });
+    if usage {
+        2
+    } else {
+        1
     }
 }

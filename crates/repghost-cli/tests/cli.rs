@@ -178,7 +178,7 @@ fn bad_inputs_fail_with_one_line_and_leave_no_output() {
         ),
         (
             vec!["--weights", s(&ckpt), "--model", "resnet50"],
-            1,
+            2,
             vec!["unknown model 'resnet50'"],
         ),
         (vec!["--weights", s(&ghost), "--ema"], 1, vec!["--ema"]),

@@ -170,7 +170,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run() {
 #[test]
 fn bad_training_inputs_fail_with_one_line() {
     let out = tempfile::tempdir().unwrap();
-    let cases: Vec<(Vec<String>, &str)> = vec![
+    let cases: Vec<(Vec<String>, &str, i32)> = vec![
         (
             vec![
                 "train".into(),
@@ -180,6 +180,7 @@ fn bad_training_inputs_fail_with_one_line() {
                 s(out.path()).into(),
             ],
             "/nonexistent/data",
+            1,
         ),
         (
             vec![
@@ -191,7 +192,8 @@ fn bad_training_inputs_fail_with_one_line() {
                 "--out".into(),
                 s(&out.path().join("x")).into(),
             ],
-            "",
+            "unknown model",
+            2,
         ),
         (
             vec![
@@ -203,14 +205,75 @@ fn bad_training_inputs_fail_with_one_line() {
                 s(&out.path().join("none")).into(),
             ],
             "",
+            1,
         ),
     ];
-    for (args, needle) in cases {
+    for (args, needle, code) in cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = repghost(&a);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{a:?}: {err}");
+        assert_eq!(o.status.code(), Some(code), "{a:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{a:?}: {err}");
         assert!(err.contains(needle), "{a:?}: {err}");
     }
+}
+
+/// A process killed in the middle of writing its output leaves the previous file intact:
+/// the fault hook writes half of the new bytes to the temporary sibling and aborts.
+#[test]
+fn a_kill_mid_write_leaves_the_previous_file_intact() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx(data.path(), 64, 16);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let o = repghost(&[
+        "train",
+        "--model",
+        "repghostnet_025",
+        "--data",
+        s(data.path()),
+        "--out",
+        s(&run),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deploy = run.join("deploy.safetensors");
+    let before = std::fs::read(&deploy).unwrap();
+    let onnx = out.path().join("m.onnx");
+
+    let best = run.join("best.safetensors");
+    let ok = repghost(&["export-onnx", "--weights", s(&deploy), "--out", s(&onnx)]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let cases: [(&Path, Vec<&str>); 2] = [
+        (
+            &deploy,
+            vec!["convert", "--weights", s(&best), "--out", s(&deploy)],
+        ),
+        (
+            &onnx,
+            vec!["export-onnx", "--weights", s(&deploy), "--out", s(&onnx)],
+        ),
+    ];
+    for (target, args) in cases {
+        let previous = std::fs::read(target).unwrap();
+        let name = target.file_name().unwrap().to_str().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_repghost"))
+            .args(&args)
+            .env("REPGHOST_FAULT_WRITE", name)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            None,
+            "{name}: the fault hook did not kill the writer"
+        );
+        assert!(
+            std::fs::read(target).unwrap() == previous,
+            "{name} was damaged by the interrupted write"
+        );
+    }
+    assert_eq!(std::fs::read(&deploy).unwrap(), before);
 }

@@ -55,16 +55,17 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     )))
 }
 
-fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+/// An IDX file (optionally gzipped) in memory: its dimensions and its bytes. `path` only names
+/// the source in messages.
+pub fn parse_idx(path: &Path, raw: &[u8], magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
     let mut bytes = Vec::new();
     if raw.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(&raw[..])
+        flate2::read::GzDecoder::new(raw)
             .take(1 << 30)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::format(path, format!("corrupt gzip ({e})")))?;
     } else {
-        bytes = raw;
+        bytes = raw.to_vec();
     }
     let be = |i: usize| {
         bytes
@@ -82,7 +83,10 @@ fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
         .map(|i| be(4 + 4 * i))
         .collect::<Option<_>>()
         .ok_or_else(|| Error::format(path, "truncated IDX header"))?;
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::format(path, format!("IDX dims {dims:?} overflow")))?;
     let start = 4 + 4 * ndim;
     if bytes.len() != start + n {
         return Err(Error::format(
@@ -109,13 +113,26 @@ pub fn load(dir: Option<&Path>, split: Split) -> Result<Mnist> {
         Split::Train => "train",
         Split::Test => "t10k",
     };
-    let (idims, images) = read_idx(&find(dir, &format!("{prefix}-images-idx3-ubyte"))?, 0x0000_0803)?;
+    let ipath = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let lpath = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let (ldims, labels) = read_idx(&lpath, 0x0000_0801)?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+    from_bytes(&ipath, &read(&ipath)?, &lpath, &read(&lpath)?)
+}
+
+/// Images and labels from the bytes of the two IDX files (paths name them in messages).
+pub fn from_bytes(ipath: &Path, ibytes: &[u8], lpath: &Path, lbytes: &[u8]) -> Result<Mnist> {
+    let (idims, images) = parse_idx(ipath, ibytes, 0x0000_0803)?;
+    let (ldims, labels) = parse_idx(lpath, lbytes, 0x0000_0801)?;
     if idims[0] != ldims[0] {
         return Err(Error::format(
             lpath,
             format!("{} labels for {} images", ldims[0], idims[0]),
+        ));
+    }
+    if !(1..=4096).contains(&idims[1]) || !(1..=4096).contains(&idims[2]) {
+        return Err(Error::format(
+            ipath,
+            format!("images of {}×{} pixels", idims[2], idims[1]),
         ));
     }
     if let Some(bad) = labels.iter().find(|&&l| l > 9) {

@@ -1,9 +1,7 @@
 //! Times the pieces of one training step (forward, backward, update) on the CPU backend.
 //! `cargo run --release -p repghost --example trainstep -- [width] [side] [batch] [stem_stride]`
+//! (`DP=2` runs two data-parallel threads on half batches instead.)
 use std::time::Instant;
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use burn::tensor::{Device, Tensor};
 use repghost::train::loss::smoothed_cross_entropy;

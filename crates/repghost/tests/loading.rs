@@ -89,3 +89,44 @@ fn training_checkpoint_objects_stay_opaque() {
     // Truncation anywhere is an error.
     assert!(pickle::parse(&pkl[..pkl.len() / 3]).is_err());
 }
+
+/// A checkpoint whose zip directory declares a 4 GB tensor record (a forged header or a zip
+/// bomb) is refused from the header, before anything that size is allocated.
+#[test]
+fn absurd_declared_record_sizes_are_refused_before_allocation() {
+    let mut bytes = std::fs::read(fixture("repghostnet_050.pth.tar")).unwrap();
+    let huge = 0xFFFF_FFF0u32.to_le_bytes();
+    let mut patched = 0;
+    let mut i = 0;
+    while i + 46 < bytes.len() {
+        let sig = &bytes[i..i + 4];
+        // Local file header: size at 22, name length at 26, name at 30.
+        // Central directory header: size at 24, name length at 28, name at 46.
+        let (size_at, len_at, name_at) = match sig {
+            b"PK\x03\x04" => (22, 26, 30),
+            b"PK\x01\x02" => (24, 28, 46),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let n = u16::from_le_bytes([bytes[i + len_at], bytes[i + len_at + 1]]) as usize;
+        let name = String::from_utf8_lossy(&bytes[i + name_at..i + name_at + n]).into_owned();
+        if name.ends_with("/data/0") {
+            bytes[i + size_at..i + size_at + 4].copy_from_slice(&huge);
+            patched += 1;
+        }
+        i += 4;
+    }
+    assert_eq!(patched, 2, "fixture layout changed");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.pth.tar");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = weights::load(&path, &LoadOptions::default(), &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bomb.pth.tar") && err.contains("data/0") && err.contains("declares"),
+        "{err}"
+    );
+}

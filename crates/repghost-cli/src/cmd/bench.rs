@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use burn::tensor::{Device, Tensor, TensorData};
 use repghost::testing::Rng;
 use repghost::variants::resolve;
@@ -77,7 +77,9 @@ fn timed(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
 
 pub fn run(args: Args) -> Result<()> {
     if args.runs == 0 || args.size < 32 || args.threads.contains(&0) || args.batch.contains(&0) {
-        bail!("--runs, --threads and --batch must be positive and --size at least 32");
+        return Err(crate::usage!(
+            "--runs, --threads and --batch must be positive and --size at least 32"
+        ));
     }
     let device = Device::flex();
     let dir = tempfile_dir()?;
@@ -189,7 +191,9 @@ fn train_step(model: &BurnModel, x: &[f32], shape: [usize; 4], runs: usize) -> R
     use repghost::train::sgd::Sgd;
     use repghost::train::step::{gradients, StepBatch};
     if shape[0] < 2 {
-        bail!("train-step needs --batch of at least 2 (BatchNorm statistics)");
+        return Err(crate::usage!(
+            "train-step needs --batch of at least 2 (BatchNorm statistics)"
+        ));
     }
     let device = Device::flex().autodiff();
     let mut m = Some(model.clone().to_device(&device).train());

@@ -109,7 +109,7 @@ pub struct Runner {
 
 pub fn load(args: &ModelArgs) -> Result<Runner> {
     if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
+        return Err(crate::usage!("--batch-size must be at least 1"));
     }
     let device = device(args.device)?;
     let loaded = args.src.load(&device)?;

@@ -190,7 +190,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     for (f, e) in &failed {
-        eprintln!("error: {f}: {e}");
+        eprintln!("skipped: {f}: {e}");
     }
     if !failed.is_empty() {
         bail!("{} images could not be decoded and were left out", failed.len());

@@ -128,7 +128,9 @@ pub fn run(args: Args) -> Result<()> {
         }
     } else {
         if args.images.is_empty() {
-            bail!("give images or folders to classify, or --input X.npy");
+            return Err(crate::usage!(
+                "give images or folders to classify, or --input X.npy"
+            ));
         }
         let files = expand(&args.images)?;
         let pre = runner.preprocess(&args.pre)?;
@@ -138,7 +140,7 @@ pub fn run(args: Args) -> Result<()> {
         let mut saved: Vec<Option<Vec<f32>>> = vec![None; n];
         for batch in batches(ds, (0..n).collect(), pre.clone(), args.model.batch_size, 2) {
             for (name, err) in &batch.failed {
-                eprintln!("error: {name}: {err}");
+                eprintln!("skipped: {name}: {err}");
                 failures += 1;
             }
             if batch.labels.is_empty() {
@@ -205,7 +207,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(out) = &args.save_input {
         if args.input.is_some() {
-            bail!("--save-input applies to images, not to an --input .npy");
+            return Err(crate::usage!(
+                "--save-input applies to images, not to an --input .npy"
+            ));
         }
         npy::write(
             out,

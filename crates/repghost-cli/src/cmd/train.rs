@@ -144,6 +144,18 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Trains as the flags say; `None` when interrupted (after saving `last.ckpt`).
 pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
+    // Command-line mistakes first, before any data is read.
+    resolve(&args.model)?;
+    if args.batch_size == 0 || args.epochs == Some(0) || args.devices == 0 || args.workers == 0 {
+        return Err(crate::usage!(
+            "--batch-size, --epochs, --devices and --workers must be at least 1"
+        ));
+    }
+    if args.scale.len() != 2
+        || !(0.0 < args.scale[0] && args.scale[0] <= args.scale[1] && args.scale[1] <= 1.0)
+    {
+        return Err(crate::usage!("--scale takes MIN MAX with 0 < MIN ≤ MAX ≤ 1"));
+    }
     if let Some(t) = args.threads {
         // Must precede the first use of the global pool (burn flex and the loader share it).
         let _ = rayon::ThreadPoolBuilder::new()

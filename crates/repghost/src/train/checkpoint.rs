@@ -84,8 +84,13 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
 
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    from_bytes(path, &bytes)
+}
+
+/// [`load`] on bytes in memory; `path` names the source in messages.
+pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
     let fmt = |m: String| Error::format(path, m);
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| fmt(format!("not a repghost checkpoint ({e})")))?;
     let md = header.metadata().clone().unwrap_or_default();
     if md.get("format").map(String::as_str) != Some(FORMAT) {
@@ -101,7 +106,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         .map_err(|e| fmt(format!("checkpoint 'state' is not valid ({e})")))?;
     let config: TrainConfig = serde_json::from_str(parse("config")?)
         .map_err(|e| fmt(format!("checkpoint 'config' is not valid ({e})")))?;
-    let (all, _) = safetensors_io::read(path, &bytes)?;
+    let (all, _) = safetensors_io::read(path, bytes)?;
     let mut parts: [StateDict; 3] = Default::default();
     let mut has_ema = false;
     for (k, t) in all {
@@ -131,4 +136,26 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 
 fn json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// `metrics.csv`: one row per epoch, accuracies in percent.
+pub fn metrics_csv(rows: &[EpochRow]) -> String {
+    let mut s =
+        String::from("epoch,lr,train_loss,val_top1,val_top5,ema_val_top1,ema_val_top5,images_per_s,wall_s\n");
+    let opt = |v: Option<f64>| v.map(|v| format!("{:.4}", 100.0 * v)).unwrap_or_default();
+    for r in rows {
+        s.push_str(&format!(
+            "{},{:.6e},{:.5},{:.4},{:.4},{},{},{:.1},{:.1}\n",
+            r.epoch,
+            r.lr,
+            r.train_loss,
+            100.0 * r.top1,
+            100.0 * r.top5,
+            opt(r.ema_top1),
+            opt(r.ema_top5),
+            r.images_per_s,
+            r.wall_s
+        ));
+    }
+    s
 }

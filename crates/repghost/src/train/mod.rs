@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod ema;
+pub mod eval;
 pub mod loss;
 pub mod schedule;
 pub mod sgd;
@@ -13,4 +14,5 @@ mod trainer;
 
 pub use checkpoint::{EpochRow, TrainState};
 pub use config::{scaled_lr, TrainConfig};
-pub use trainer::{evaluate, Data, Observer, Outcome, StepInfo, Summary, Trainer};
+pub use eval::evaluate;
+pub use trainer::{Data, Observer, Outcome, StepInfo, Summary, Trainer};

@@ -11,18 +11,19 @@ use std::time::Instant;
 use burn::module::{ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use repghost_data::dataset::{batches, batches_with, Dataset};
-use repghost_data::{Preprocess, Rng};
+use repghost_data::Rng;
 
-use super::checkpoint::{self, Checkpoint, EpochRow, TrainState};
+use super::checkpoint::{self, metrics_csv, Checkpoint, EpochRow, TrainState};
 use super::config::TrainConfig;
 use super::ema::Ema;
+use super::eval::evaluate;
 use super::schedule::{warmup_steps, Schedule};
 use super::sgd::Sgd;
 use super::step::{gradients, StepBatch};
 use crate::config::HEAD_CHANNELS;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::metrics::{Accumulator, Report};
+use crate::metrics::Report;
 use crate::model::Model;
 use crate::weights::{apply_state_dict, save, state_dict, Form};
 
@@ -83,8 +84,6 @@ pub struct Trainer {
     sgd: Sgd,
     pub state: TrainState,
 }
-
-const EVAL_BATCH: usize = 128;
 
 impl Trainer {
     /// A fresh run in `out` (created if needed); `init` are starting weights (train form, on
@@ -439,39 +438,6 @@ impl Trainer {
     }
 }
 
-/// Top-1/top-5/loss of an inference-form model on `indices` of `ds`.
-pub fn evaluate(model: &Model, ds: Arc<dyn Dataset>, indices: &[usize], pre: &Preprocess) -> Result<Report> {
-    let device = first_device(model);
-    let mut acc = Accumulator::new(model.config().num_classes);
-    for batch in batches(ds.clone(), indices.to_vec(), pre.clone(), EVAL_BATCH, 2) {
-        if let Some((name, msg)) = batch.failed.first() {
-            return Err(Error::Data {
-                name: name.clone(),
-                msg: msg.clone(),
-            });
-        }
-        if batch.labels.is_empty() {
-            continue;
-        }
-        let x = Tensor::<4>::from_data(TensorData::new(batch.inputs, batch.shape), &device);
-        let logits = crate::reparam::host(&model.forward(x));
-        acc.update(&logits, &batch.labels);
-    }
-    Ok(acc.report(&ds.classes()))
-}
-
-fn first_device(model: &Model) -> Device {
-    struct D(Option<Device>);
-    impl burn::module::ModuleVisitor for D {
-        fn visit_float<const N: usize>(&mut self, p: &Param<Tensor<N>>) {
-            self.0.get_or_insert_with(|| p.val().device());
-        }
-    }
-    let mut d = D(None);
-    model.visit(&mut d);
-    d.0.unwrap_or_else(Device::flex)
-}
-
 /// Lifts a model with plain tensors (loaded weights) onto autodiff, every parameter
 /// trainable (running statistics stay buffers: `RunningState` drops the flag).
 fn trainable(model: Model) -> Model {
@@ -482,25 +448,4 @@ fn trainable(model: Model) -> Model {
         }
     }
     model.map(&mut T)
-}
-
-pub fn metrics_csv(rows: &[EpochRow]) -> String {
-    let mut s =
-        String::from("epoch,lr,train_loss,val_top1,val_top5,ema_val_top1,ema_val_top5,images_per_s,wall_s\n");
-    let opt = |v: Option<f64>| v.map(|v| format!("{:.4}", 100.0 * v)).unwrap_or_default();
-    for r in rows {
-        s.push_str(&format!(
-            "{},{:.6e},{:.5},{:.4},{:.4},{},{},{:.1},{:.1}\n",
-            r.epoch,
-            r.lr,
-            r.train_loss,
-            100.0 * r.top1,
-            100.0 * r.top5,
-            opt(r.ema_top1),
-            opt(r.ema_top5),
-            r.images_per_s,
-            r.wall_s
-        ));
-    }
-    s
 }

@@ -37,11 +37,16 @@ pub struct Loaded {
 /// a plain state dict or the official `convert.py` output.
 pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_bytes(path, &bytes, opts, device)
+}
+
+/// [`load`] on bytes already in memory; `path` only names the source in messages.
+pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions, device: &Device) -> Result<Loaded> {
     if bytes.is_empty() {
         return Err(Error::format(path, "file is empty"));
     }
-    let (raw, meta, source, has_ema) = if torch::is_zip(&bytes) {
-        let f = torch::read(path, &bytes, opts.ema)?;
+    let (raw, meta, source, has_ema) = if torch::is_zip(bytes) {
+        let f = torch::read(path, bytes, opts.ema)?;
         (f.tensors, None, f.source, f.has_ema)
     } else if bytes.len() > 8 && bytes[8] == b'{' {
         if opts.ema {
@@ -50,7 +55,7 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
                 "--ema: a safetensors file holds one set of weights",
             ));
         }
-        let (sd, meta) = safetensors_io::read(path, &bytes)?;
+        let (sd, meta) = safetensors_io::read(path, bytes)?;
         (sd, meta, "safetensors".to_string(), false)
     } else if bytes.starts_with(&[0x80, 0x02]) {
         return Err(Error::format(

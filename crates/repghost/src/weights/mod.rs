@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use apply::{apply_state_dict, state_dict};
-pub use load::{load, save, LoadOptions, Loaded};
+pub use load::{load, load_bytes, save, LoadOptions, Loaded};
 
 /// Which structure a set of weights has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -106,7 +106,23 @@ fn read_entry<R: Read + std::io::Seek>(
     if f.size() > cap {
         return Err(format!("record {name} declares {} bytes", f.size()));
     }
-    let mut buf = Vec::with_capacity(f.size() as usize);
+    // Deflate cannot expand more than ~1032:1, and a stored record is as long as its data: a
+    // larger declared size is a lie, refused before any allocation (a zip bomb or a forged
+    // header must not reserve gigabytes).
+    let stored = f.compression() == zip::CompressionMethod::Stored;
+    let bound = if stored {
+        f.compressed_size()
+    } else {
+        f.compressed_size().saturating_mul(1100) + 1024
+    };
+    if f.size() > bound {
+        return Err(format!(
+            "record {name} declares {} bytes from {} compressed",
+            f.size(),
+            f.compressed_size()
+        ));
+    }
+    let mut buf = Vec::with_capacity(f.size().min(64 << 20) as usize);
     f.by_ref()
         .take(cap)
         .read_to_end(&mut buf)

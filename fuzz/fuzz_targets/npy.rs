@@ -1,0 +1,7 @@
+//! `.npy` input batches.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = repghost::npy::parse(data);
+});
