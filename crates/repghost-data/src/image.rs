@@ -164,3 +164,47 @@ fn apply_orientation(img: Image, o: Orientation) -> Image {
         data: d.into_rgb8().into_raw(),
     }
 }
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend(w.to_be_bytes());
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 2, 0, 0, 0]);
+        let mut crc = flate2::Crc::new();
+        crc.update(&ihdr);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(13u32.to_be_bytes());
+        png.extend(&ihdr);
+        png.extend(crc.sum().to_be_bytes());
+        // An IDAT holding an empty zlib stream, so that readers get past the header.
+        let mut idat = b"IDAT".to_vec();
+        idat.extend([0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        let mut crc = flate2::Crc::new();
+        crc.update(&idat);
+        png.extend(8u32.to_be_bytes());
+        png.extend(&idat);
+        png.extend(crc.sum().to_be_bytes());
+        png.extend(0u32.to_be_bytes());
+        png.extend(b"IEND");
+        png.extend(0xAE42_6082u32.to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn absurd_dimensions_are_refused_before_decoding() {
+        let err = decode(&png_header(100_000, 100_000)).unwrap_err();
+        assert!(err.contains("100000x100000"), "{err}");
+        // JPEG: SOI, then a baseline SOF0 declaring 60000×60000, three components.
+        let mut jpg = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0xEA, 0x60, 0xEA, 0x60, 0x03];
+        jpg.extend([1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+        // A start of scan, so that the header parse completes, then the end.
+        jpg.extend([0xFF, 0xDA, 0x00, 0x0C, 0x03, 0x01, 0x00, 0x02, 0x11, 0x03, 0x11, 0x00, 0x3F, 0x00]);
+        jpg.extend([0xFF, 0xD9]);
+        let err = decode(&jpg).unwrap_err();
+        assert!(err.contains("60000"), "{err}");
+    }
+}

@@ -130,3 +130,23 @@ fn absurd_declared_record_sizes_are_refused_before_allocation() {
         "{err}"
     );
 }
+
+/// A pickle that doubles a list through the memo forty times (a "billion laughs": 2^40 nodes
+/// from 200 bytes) is stopped by the copy budget instead of exhausting memory.
+#[test]
+fn self_amplifying_pickles_are_stopped() {
+    let mut p = vec![0x80, 0x02, b']', b'q', 0];
+    for _ in 0..40 {
+        p.extend([b'(', b'h', 0, b'h', 0, b'l', b'q', 0]);
+    }
+    p.push(b'.');
+    let err = pickle::parse(&p).unwrap_err();
+    assert!(err.contains("budget"), "{err}");
+    // The same shape, ten doublings deep, is fine.
+    let mut q = vec![0x80, 0x02, b']', b'q', 0];
+    for _ in 0..10 {
+        q.extend([b'(', b'h', 0, b'h', 0, b'l', b'q', 0]);
+    }
+    q.push(b'.');
+    assert!(matches!(pickle::parse(&q), Ok(Value::List(_))));
+}

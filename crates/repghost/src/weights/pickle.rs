@@ -103,6 +103,34 @@ impl Value {
 const MAX_STACK: usize = 1 << 20;
 const MAX_MEMO: usize = 1 << 22;
 const MAX_DIMS: usize = 16;
+/// Memo reads and writes copy values; a few bytes of `BINGET`s can ask to copy a list that
+/// holds itself twice, over and over (a "billion laughs"). Copies are budgeted in nodes.
+const MAX_COPIED: usize = 1 << 24;
+
+/// Nodes in `v` (strings and byte strings count one per 16 bytes), counting stops past `limit`.
+fn weight(v: &Value, limit: usize) -> usize {
+    let mut n = 1;
+    let mut todo = vec![v];
+    while let Some(v) = todo.pop() {
+        if n > limit {
+            break;
+        }
+        match v {
+            Value::Str(s) => n += s.len() / 16,
+            Value::Bytes(b) => n += b.len() / 16,
+            Value::Tuple(items) | Value::List(items) => {
+                n += items.len();
+                todo.extend(items);
+            }
+            Value::Dict(items) => {
+                n += 2 * items.len();
+                todo.extend(items.iter().flat_map(|(k, v)| [k, v]));
+            }
+            _ => {}
+        }
+    }
+    n
+}
 
 enum Item {
     V(Value),
@@ -115,6 +143,7 @@ pub fn parse(data: &[u8]) -> Result<Value, String> {
         pos: 0,
         stack: Vec::new(),
         memo: HashMap::new(),
+        copied: 0,
     }
     .run()
 }
@@ -124,6 +153,8 @@ struct Parser<'a> {
     pos: usize,
     stack: Vec<Item>,
     memo: HashMap<u32, Value>,
+    /// Nodes copied through the memo so far.
+    copied: usize,
 }
 
 impl Parser<'_> {
@@ -198,20 +229,33 @@ impl Parser<'_> {
         if self.memo.len() >= MAX_MEMO {
             return Err("pickle memo too large".into());
         }
-        let v = match self.stack.last() {
-            Some(Item::V(v)) => v.clone(),
+        let w = match self.stack.last() {
+            Some(Item::V(v)) => weight(v, MAX_COPIED),
             _ => return Err("pickle: memoize on empty stack".into()),
         };
-        self.memo.insert(idx, v);
+        self.charge(w)?;
+        if let Some(Item::V(v)) = self.stack.last() {
+            let v = v.clone();
+            self.memo.insert(idx, v);
+        }
         Ok(())
     }
     fn get(&mut self, idx: u32) -> Result<(), String> {
-        let v = self
+        let w = self
             .memo
             .get(&idx)
-            .cloned()
+            .map(|v| weight(v, MAX_COPIED))
             .ok_or_else(|| format!("pickle: memo {idx} not set"))?;
+        self.charge(w)?;
+        let v = self.memo[&idx].clone();
         self.push(v)
+    }
+    fn charge(&mut self, nodes: usize) -> Result<(), String> {
+        self.copied = self.copied.saturating_add(nodes);
+        if self.copied > MAX_COPIED {
+            return Err("pickle: memo copies exceed the budget (a self-amplifying pickle?)".into());
+        }
+        Ok(())
     }
 
     fn run(mut self) -> Result<Value, String> {
