@@ -277,3 +277,62 @@ fn a_kill_mid_write_leaves_the_previous_file_intact() {
     }
     assert_eq!(std::fs::read(&deploy).unwrap(), before);
 }
+
+#[test]
+fn init_fine_tunes_from_trained_weights_and_refuses_deploy_weights() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx(data.path(), 64, 16);
+    let out = tempfile::tempdir().unwrap();
+    let first = out.path().join("first");
+    let o = repghost(&[
+        "train",
+        "--model",
+        "repghostnet_025",
+        "--data",
+        s(data.path()),
+        "--out",
+        s(&first),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // No --model: the weights say which model they are.
+    let second = out.path().join("second");
+    let o = repghost(&[
+        "train",
+        "--init",
+        s(&first.join("best.safetensors")),
+        "--data",
+        s(data.path()),
+        "--out",
+        s(&second),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(second.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model"], "repghostnet_025");
+    assert!(cfg["init"].as_str().unwrap().ends_with("best.safetensors"));
+    let o = repghost(&[
+        "train",
+        "--init",
+        s(&first.join("deploy.safetensors")),
+        "--data",
+        s(data.path()),
+        "--out",
+        s(&out.path().join("third")),
+        "--epochs",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("deploy form") && err.contains("deploy.safetensors"),
+        "{err}"
+    );
+}

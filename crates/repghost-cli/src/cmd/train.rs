@@ -22,9 +22,10 @@ use crate::device::{devices, DeviceArg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model to train (any RepGhostNet width, ablation or GhostNet).
-    #[arg(long, default_value = "repghostnet_050")]
-    pub model: String,
+    /// Model to train (any RepGhostNet width, ablation or GhostNet); default repghostnet_050,
+    /// or the model of the --init weights.
+    #[arg(long)]
+    pub model: Option<String>,
     /// An ImageFolder directory with train/ and val/ (or test/) sub-folders, `fashion-mnist`
     /// (Debian package dataset-fashion-mnist), or a folder holding the Fashion-MNIST IDX files.
     #[arg(long)]
@@ -50,6 +51,7 @@ pub struct Args {
     /// Epochs (default: 300 for imagenet as in the paper, 30 for small).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Images per update (the global batch; split across --workers or --devices).
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
     /// Peak learning rate (default: the paper's 0.6 per 1024 images, scaled linearly to the
@@ -65,6 +67,7 @@ pub struct Args {
     /// Floor of the cosine decay.
     #[arg(long, default_value_t = 1e-5)]
     pub min_lr: f64,
+    /// SGD momentum factor.
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,
     /// Plain momentum instead of Nesterov's.
@@ -145,7 +148,9 @@ pub fn run(args: Args) -> Result<()> {
 /// Trains as the flags say; `None` when interrupted (after saving `last.ckpt`).
 pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
     // Command-line mistakes first, before any data is read.
-    resolve(&args.model)?;
+    if let Some(m) = &args.model {
+        resolve(m)?;
+    }
     if args.batch_size == 0 || args.epochs == Some(0) || args.devices == 0 || args.workers == 0 {
         return Err(crate::usage!(
             "--batch-size, --epochs, --devices and --workers must be at least 1"
@@ -287,7 +292,7 @@ fn is_grey(img: &repghost_data::Image) -> bool {
 
 /// The run's configuration from the flags, the preset and (for --init) the weights.
 fn config(args: &Args, ds: &dyn Dataset) -> Result<(TrainConfig, Option<repghost::Model>)> {
-    let (name, variant) = resolve(&args.model)?;
+    let (mut name, variant) = resolve(args.model.as_deref().unwrap_or("repghostnet_050"))?;
     let small = is_small(args, ds)?;
     let classes = ds.classes().len().max(2);
     let bs = args.batch_size.max(1);
@@ -299,7 +304,7 @@ fn config(args: &Args, ds: &dyn Dataset) -> Result<(TrainConfig, Option<repghost
             let loaded = weights::load(
                 p,
                 &LoadOptions {
-                    model: Some(args.model.clone()),
+                    model: args.model.clone(),
                     ema: false,
                 },
                 &burn::tensor::Device::flex(),
@@ -316,6 +321,7 @@ fn config(args: &Args, ds: &dyn Dataset) -> Result<(TrainConfig, Option<repghost
                 m = m.reset_classifier(classes);
             }
             net = m.config().clone().with_dropout(args.dropout);
+            name = loaded.name;
             Some(m)
         }
         None => None,
