@@ -165,6 +165,35 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run() {
     assert!(run.join("deploy.safetensors").is_file());
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
+
+    // The same run without the interruption ends with the same bytes.
+    let straight = out.path().join("straight");
+    let o = repghost(&[
+        "train",
+        "--model",
+        "repghostnet_025",
+        "--data",
+        s(data.path()),
+        "--out",
+        s(&straight),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Tensors, not bytes: safetensors writes its metadata map in hash order.
+    for f in ["deploy.safetensors", "best.safetensors"] {
+        let read = |p: &Path| {
+            let bytes = std::fs::read(p).unwrap();
+            repghost::weights::safetensors_io::read(p, &bytes).unwrap().0
+        };
+        let (a, b) = (read(&run.join(f)), read(&straight.join(f)));
+        assert!(
+            a == b,
+            "{f}: the interrupted and resumed run differs from the uninterrupted one"
+        );
+    }
 }
 
 #[test]
