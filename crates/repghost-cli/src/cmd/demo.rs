@@ -5,7 +5,6 @@
 //! random net, the family's size, deploy vs train latency).
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::Result;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -42,19 +41,8 @@ struct TrainCli {
     a: train::Args,
 }
 
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
-        f();
-    }
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+fn median_ms(runs: usize, f: impl FnMut()) -> f64 {
+    super::report::stats(runs, f).0
 }
 
 /// Median batch-1 latency of burn's train form, burn's deploy form and our runtime.

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 pub struct Series {
@@ -27,12 +28,46 @@ pub(super) fn font_ready() -> bool {
     })
 }
 
-pub(super) const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 4] = [
     RGBColor(200, 40, 40),
     RGBColor(40, 90, 200),
     RGBColor(30, 150, 60),
     RGBColor(150, 90, 20),
 ];
+
+pub(super) type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Each series as a line with dots of `dot` pixels, and (with a font) a legend.
+pub(super) fn draw_lines<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    series: &[Series],
+    dot: i32,
+    text: bool,
+) -> Result<()> {
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let line = chart
+            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?;
+        if text {
+            line.label(s.name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        chart
+            .draw_series(s.points.iter().map(|&p| Circle::new(p, dot, color.filled())))
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(())
+}
 
 fn scatter(
     path: &Path,
@@ -78,27 +113,7 @@ fn scatter(
             mesh.disable_x_axis().disable_y_axis();
         }
         mesh.draw().map_err(|e| anyhow!("{e}"))?;
-        for (i, s) in series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let line = chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| anyhow!("{e}"))?;
-            if text {
-                line.label(s.name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            }
-            chart
-                .draw_series(s.points.iter().map(|&p| Circle::new(p, 5, color.filled())))
-                .map_err(|e| anyhow!("{e}"))?;
-        }
-        if text {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
-        }
+        draw_lines(&mut chart, series, 5, text)?;
         root.present().map_err(|e| anyhow!("{e}"))?;
     }
     std::fs::rename(&tmp, path)?;

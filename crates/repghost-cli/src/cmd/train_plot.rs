@@ -7,17 +7,15 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use repghost::train::EpochRow;
 
-use super::report_plot::{font_ready, COLORS};
-
-type Line = (String, Vec<(f64, f64)>);
+use super::report_plot::{draw_lines, font_ready, Series};
 
 fn panel(
     area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
     title: &str,
     ylabel: &str,
-    lines: &[Line],
+    lines: &[Series],
 ) -> Result<()> {
-    let pts: Vec<(f64, f64)> = lines.iter().flat_map(|l| l.1.iter().copied()).collect();
+    let pts: Vec<(f64, f64)> = lines.iter().flat_map(|l| l.points.iter().copied()).collect();
     let (mut y0, mut y1) = (f64::MAX, f64::MIN);
     for &(_, y) in &pts {
         (y0, y1) = (y0.min(y), y1.max(y));
@@ -42,28 +40,7 @@ fn panel(
         mesh.disable_x_axis().disable_y_axis();
     }
     mesh.draw().map_err(|e| anyhow!("{e}"))?;
-    for (i, (name, p)) in lines.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let s = chart
-            .draw_series(LineSeries::new(p.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| anyhow!("{e}"))?;
-        if text {
-            s.label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        }
-        chart
-            .draw_series(p.iter().map(|&q| Circle::new(q, 3, color.filled())))
-            .map_err(|e| anyhow!("{e}"))?;
-    }
-    if text {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-    }
-    Ok(())
+    draw_lines(&mut chart, lines, 3, text)
 }
 
 pub fn plot_curves(rows: &[EpochRow], path: &Path) -> Result<()> {
@@ -71,12 +48,16 @@ pub fn plot_curves(rows: &[EpochRow], path: &Path) -> Result<()> {
         return Ok(());
     }
     let ep = |r: &EpochRow| r.epoch as f64;
-    let loss: Vec<Line> = vec![(
-        "train loss".into(),
+    let series = |name: &str, points: Vec<(f64, f64)>| Series {
+        name: name.to_string(),
+        points,
+    };
+    let loss = vec![series(
+        "train loss",
         rows.iter().map(|r| (ep(r), r.train_loss)).collect(),
     )];
-    let mut acc: Vec<Line> = vec![(
-        "model".into(),
+    let mut acc = vec![series(
+        "model",
         rows.iter().map(|r| (ep(r), 100.0 * r.top1)).collect(),
     )];
     let ema: Vec<(f64, f64)> = rows
@@ -84,7 +65,7 @@ pub fn plot_curves(rows: &[EpochRow], path: &Path) -> Result<()> {
         .filter_map(|r| r.ema_top1.map(|e| (ep(r), 100.0 * e)))
         .collect();
     if !ema.is_empty() {
-        acc.push(("EMA".into(), ema));
+        acc.push(series("EMA", ema));
     }
     let tmp = path.with_extension("tmp.png");
     {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Gradients;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 use crate::model::Model;
 use crate::weights::apply::FINAL_STAGE;
@@ -70,20 +70,18 @@ impl Sgd {
             .collect()
     }
 
-    /// Restores buffers saved by [`Sgd::state`]; every key must name a parameter of `model`.
-    pub fn load_state(&mut self, model: &Model, sd: &StateDict) -> Result<(), String> {
-        let mut keys = Keys::default();
-        model.visit(&mut keys);
-        let device = keys.device.clone().ok_or("model has no parameters")?;
+    /// Restores buffers saved by [`Sgd::state`] onto `device`; every key must name a tensor of
+    /// `params` (the model's state dict) of the same size.
+    pub fn load_state(&mut self, params: &StateDict, sd: &StateDict, device: &Device) -> Result<(), String> {
         self.buffers.clear();
         for (k, t) in sd {
-            match keys.sizes.get(k) {
-                Some(&n) if n == t.data.len() => {
+            match params.get(k).map(|p| p.data.len()) {
+                Some(n) if n == t.data.len() => {
                     let v =
-                        Tensor::<1>::from_data(burn::tensor::TensorData::new(t.data.clone(), [n]), &device);
+                        Tensor::<1>::from_data(burn::tensor::TensorData::new(t.data.clone(), [n]), device);
                     self.buffers.insert(k.clone(), v);
                 }
-                Some(&n) => {
+                Some(n) => {
                     return Err(format!(
                         "momentum '{k}' has {} values, parameter {n}",
                         t.data.len()
@@ -180,29 +178,5 @@ impl ModuleMapper for Update<'_> {
             updated = updated.set_distributed(id);
         }
         Param::from_mapped_value(id, updated, mapper)
-    }
-}
-
-#[derive(Default)]
-struct Keys {
-    path: Vec<String>,
-    sizes: BTreeMap<String, usize>,
-    device: Option<burn::tensor::Device>,
-}
-
-impl ModuleVisitor for Keys {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val();
-        self.device.get_or_insert_with(|| t.device().inner());
-        self.sizes.insert(
-            torch_key(&self.path, Form::Train, FINAL_STAGE),
-            t.shape().num_elements(),
-        );
     }
 }

@@ -145,7 +145,7 @@ impl Trainer {
             None => None,
         };
         let mut sgd = Sgd::new(ck.config.momentum, ck.config.nesterov, ck.config.weight_decay);
-        sgd.load_state(&model, &ck.momentum)
+        sgd.load_state(&ck.model, &ck.momentum, &device.clone().inner())
             .map_err(|m| Error::format(&path, m))?;
         Ok(Trainer {
             cfg: ck.config,
@@ -314,13 +314,7 @@ impl Trainer {
             if best_top1 > self.state.best_top1 || self.state.history.is_empty() {
                 self.state.best_top1 = best_top1;
                 self.state.best_epoch = epoch + 1;
-                save(
-                    &best_model,
-                    &self.cfg.model,
-                    Form::Train,
-                    Some(&self.cfg.eval),
-                    &self.out.join("best.safetensors"),
-                )?;
+                self.save_weights(&best_model, Form::Train, "best.safetensors")?;
             }
             self.state.history.push(row.clone());
             self.state.epoch += 1;
@@ -374,6 +368,17 @@ impl Trainer {
         (0..n).collect()
     }
 
+    /// Native weights in `out`, with the model name and the evaluation preprocessing.
+    fn save_weights(&self, model: &Model, form: Form, file: &str) -> Result<()> {
+        save(
+            model,
+            &self.cfg.model,
+            form,
+            Some(&self.cfg.eval),
+            &self.out.join(file),
+        )
+    }
+
     fn save_checkpoint(&self) -> Result<()> {
         let ck = Checkpoint {
             model: state_dict(&self.model.valid(), Form::Train),
@@ -412,13 +417,7 @@ impl Trainer {
                 "re-parameterized model disagrees with its train form (relative difference {rel:.2e})"
             )));
         }
-        save(
-            &deploy,
-            &self.cfg.model,
-            Form::Deploy,
-            Some(&self.cfg.eval),
-            &self.out.join("deploy.safetensors"),
-        )?;
+        self.save_weights(&deploy, Form::Deploy, "deploy.safetensors")?;
         let deploy_report = evaluate(&deploy, data.val.clone(), &val, &self.cfg.eval)?;
         Ok(Summary {
             history: self.state.history.clone(),
