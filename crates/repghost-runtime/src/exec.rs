@@ -127,7 +127,7 @@ impl Model {
             threads: 1,
             profile: None,
             bufs: std::array::from_fn(|_| Buf::new(size)),
-            scratch: vec![0.0; 2 * widest + 64],
+            scratch: vec![0.0; 3 * widest + 64],
             pooled: vec![0.0; batch * self.final_conv.cout],
             hidden: vec![0.0; batch * self.conv_head.cout],
             logits: vec![0.0; batch * self.num_classes],
@@ -321,7 +321,7 @@ impl Model {
             hid,
             0,
             false,
-            None,
+            ws.team.as_ref(),
         );
         let nc = self.num_classes;
         self.classifier.run(
@@ -331,7 +331,7 @@ impl Model {
             nc,
             0,
             false,
-            None,
+            ws.team.as_ref(),
         );
         if let Some(p) = &mut ws.profile {
             p.add("head", start.elapsed().as_secs_f64() * 1e3);
@@ -368,9 +368,10 @@ impl Model {
         let (height, width) = (ws.height, ws.width);
         let buf = ws.bufs[0].get_mut();
         let lds = ld(self.stem.cout);
+        let team = ws.team.as_ref();
         timed(&mut ws.profile, "stem", || {
             self.stem
-                .run(n, height, width, input, layout == Layout::Nchw, buf, lds)
+                .run(n, height, width, input, layout == Layout::Nchw, buf, lds, team)
         });
         let (mut cur, mut ch) = (0, self.stem.cout);
         let mut k = 0;
@@ -444,9 +445,9 @@ fn block(
         (t, (oh, ow)) = (p, dw.out_hw(h, w));
     }
     if let Some(se) = &b.se {
-        let (buf, scratch) = (ws.bufs[t].get_mut(), &mut ws.scratch);
+        let (buf, scratch, team) = (ws.bufs[t].get_mut(), &mut ws.scratch, ws.team.as_ref());
         timed(&mut ws.profile, "se", || {
-            se.run(n, oh * ow, buf, ld(mid), scratch)
+            se.run(n, oh * ow, buf, ld(mid), scratch, team)
         });
     }
     let cout = b.ghost2.out_channels();

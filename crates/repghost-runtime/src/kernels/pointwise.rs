@@ -90,16 +90,46 @@ impl Pointwise {
                         data: &src.data[row0 * src.ld..],
                         ..src
                     };
-                    self.rows(rows, src, part, ld_dst, off_dst, accumulate);
+                    self.rows(rows, src, part, ld_dst, off_dst, accumulate, 0, n);
                 });
             }
-            _ => self.rows(m, src, dst, ld_dst, off_dst, accumulate),
+            // One row (the head at batch 1: a matrix-vector product that streams megabytes
+            // of weights): the columns are split instead, whole packed panels to each thread,
+            // so that two cores pull weights from memory.
+            Some(t) if m == 1 && n >= 2 * super::gemm512::PANEL => {
+                let split = (n / 2).next_multiple_of(super::gemm512::PANEL);
+                let (d0, d1) = dst.split_at_mut(off_dst + split);
+                let parts = [
+                    (d0.as_mut_ptr() as usize, d0.len(), off_dst, 0, split),
+                    (d1.as_mut_ptr() as usize, d1.len(), 0, split, n),
+                ];
+                t.run(&|p| {
+                    let (ptr, len, off, c0, c1) = parts[p];
+                    // SAFETY: the two parts are disjoint halves of `dst`, one per thread.
+                    let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) };
+                    self.rows(1, src, part, ld_dst, off, accumulate, c0, c1);
+                });
+            }
+            _ => self.rows(m, src, dst, ld_dst, off_dst, accumulate, 0, n),
         }
     }
 
-    /// One thread's rows (bounds checked by [`Pointwise::run`]).
-    fn rows(&self, m: usize, src: View, dst: &mut [f32], ld_dst: usize, off_dst: usize, accumulate: bool) {
-        let (k, n) = (self.cin, self.cout);
+    /// One thread's rows, output columns `c0..c1` (`c0` a multiple of the packed panel
+    /// width) written from `dst[p * ld_dst + off_dst]` on (bounds checked by
+    /// [`Pointwise::run`]).
+    #[allow(clippy::too_many_arguments)]
+    fn rows(
+        &self,
+        m: usize,
+        src: View,
+        dst: &mut [f32],
+        ld_dst: usize,
+        off_dst: usize,
+        accumulate: bool,
+        c0: usize,
+        c1: usize,
+    ) {
+        let (k, n) = (self.cin, c1 - c0);
         #[cfg(target_arch = "x86_64")]
         if !self.packed.is_empty() && matches!(self.act, Act::None | Act::Relu) {
             // SAFETY: AVX-512 was detected when the weights were packed; `run` bounded every
@@ -111,8 +141,8 @@ impl Pointwise {
                     n,
                     src.data.as_ptr().add(src.off),
                     src.ld,
-                    self.packed.as_ptr(),
-                    self.b.as_ptr(),
+                    self.packed.as_ptr().add(c0 * k),
+                    self.b.as_ptr().add(c0),
                     dst.as_mut_ptr().add(off_dst),
                     ld_dst,
                     self.act == Act::Relu,
@@ -134,9 +164,9 @@ impl Pointwise {
                 src.data.as_ptr().add(src.off),
                 1,
                 src.ld as isize,
-                self.w.as_ptr(),
+                self.w.as_ptr().add(c0),
                 1,
-                n as isize,
+                self.cout as isize,
                 1.0,
                 1.0,
                 false,
@@ -145,7 +175,7 @@ impl Pointwise {
                 gemm::Parallelism::None,
             );
         }
-        epilogue(m, n, &self.b, self.act, dst, ld_dst, off_dst);
+        epilogue(m, n, &self.b[c0..c1], self.act, dst, ld_dst, off_dst);
     }
 }
 

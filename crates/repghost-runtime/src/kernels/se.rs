@@ -4,6 +4,7 @@
 //! as dot products, whose float reductions the compiler must keep sequential.
 
 use crate::simd::{fmadd, multiversion};
+use crate::team::Team;
 
 pub struct Se {
     pub c: usize,
@@ -30,56 +31,130 @@ impl Se {
         Se { c, r, w1, b1, w2, b2 }
     }
 
-    /// `x` holds `n` images of `hw` pixels with row stride `ld`; `scratch` ≥ `c + r` floats.
-    pub fn run(&self, n: usize, hw: usize, x: &mut [f32], ld: usize, scratch: &mut [f32]) {
+    /// `x` holds `n` images of `hw` pixels with row stride `ld`; `scratch` ≥ `2c + r` floats.
+    /// With a team, a single image's two passes over the map (channel sums, scaling) are
+    /// split between the threads by pixels; the tiny gate runs on the caller's thread.
+    pub fn run(
+        &self,
+        n: usize,
+        hw: usize,
+        x: &mut [f32],
+        ld: usize,
+        scratch: &mut [f32],
+        team: Option<&Team>,
+    ) {
+        let c = self.c;
+        if n * hw == 0 {
+            return;
+        }
         assert!(
-            x.len() >= (n * hw - 1) * ld + self.c && scratch.len() >= self.c + self.r,
+            x.len() >= (n * hw - 1) * ld + c && scratch.len() >= 2 * c + self.r,
             "SE buffers too small"
         );
-        se(self, n, hw, x, ld, scratch);
+        let (mean, rest) = scratch.split_at_mut(c);
+        let (part, hidden) = rest.split_at_mut(c);
+        let hidden = &mut hidden[..self.r];
+        match team {
+            Some(t) if n == 1 && hw >= 2 && hw * c >= 16384 => {
+                let split = hw / 2;
+                let (x0, x1) = x.split_at_mut(split * ld);
+                let sums = [
+                    (x0.as_ptr() as usize, split, mean.as_mut_ptr() as usize),
+                    (x1.as_ptr() as usize, hw - split, part.as_mut_ptr() as usize),
+                ];
+                t.run(&|p| {
+                    let (xp, px, acc) = sums[p];
+                    // SAFETY: each thread reads its own half of the map and writes its own
+                    // `c` sums (`mean` or `part`, disjoint).
+                    let (xs, acc) = unsafe {
+                        (
+                            std::slice::from_raw_parts(xp as *const f32, (px - 1) * ld + c),
+                            std::slice::from_raw_parts_mut(acc as *mut f32, c),
+                        )
+                    };
+                    sums_of(xs, px, ld, acc);
+                });
+                mean.iter_mut().zip(part.iter()).for_each(|(m, &q)| *m += q);
+                gate(self, mean, hidden, hw);
+                let halves = [
+                    (x0.as_mut_ptr() as usize, split),
+                    (x1.as_mut_ptr() as usize, hw - split),
+                ];
+                let g = &*mean;
+                t.run(&|p| {
+                    let (xp, px) = halves[p];
+                    // SAFETY: each thread scales its own half of the map.
+                    let xs = unsafe { std::slice::from_raw_parts_mut(xp as *mut f32, (px - 1) * ld + c) };
+                    scale(xs, px, ld, g);
+                });
+            }
+            _ => {
+                for img in 0..n {
+                    let maps = &mut x[img * hw * ld..];
+                    sums_of(maps, hw, ld, mean);
+                    gate(self, mean, hidden, hw);
+                    scale(maps, hw, ld, mean);
+                }
+            }
+        }
     }
 }
 
 multiversion! {
-    fn se(s: &Se, n: usize, hw: usize, x: &mut [f32], ld: usize, scratch: &mut [f32]) => se_body
+    /// `acc[..] = Σ_p x[p, ..]` over `px` pixels of stride `ld`.
+    fn sums_of(x: &[f32], px: usize, ld: usize, acc: &mut [f32]) => sums_body
+}
+
+multiversion! {
+    /// Turns the channel sums of `hw` pixels in `g` into the gate, in place.
+    fn gate(s: &Se, g: &mut [f32], hidden: &mut [f32], hw: usize) => gate_body
+}
+
+multiversion! {
+    /// `x[p, ..] *= g[..]` over `px` pixels.
+    fn scale(x: &mut [f32], px: usize, ld: usize, g: &[f32]) => scale_body
 }
 
 #[inline(always)]
-fn se_body<const FMA: bool>(s: &Se, n: usize, hw: usize, x: &mut [f32], ld: usize, scratch: &mut [f32]) {
+fn sums_body<const FMA: bool>(x: &[f32], px: usize, ld: usize, acc: &mut [f32]) {
+    let c = acc.len();
+    acc.fill(0.0);
+    for p in 0..px {
+        acc.iter_mut()
+            .zip(&x[p * ld..p * ld + c])
+            .for_each(|(m, &v)| *m += v);
+    }
+}
+
+#[inline(always)]
+fn gate_body<const FMA: bool>(s: &Se, g: &mut [f32], hidden: &mut [f32], hw: usize) {
     let (c, r) = (s.c, s.r);
-    let (mean, hidden) = scratch.split_at_mut(c);
-    let hidden = &mut hidden[..r];
-    for img in 0..n {
-        let maps = &mut x[img * hw * ld..];
-        mean.fill(0.0);
-        for p in 0..hw {
-            mean.iter_mut()
-                .zip(&maps[p * ld..p * ld + c])
-                .for_each(|(m, &v)| *m += v);
-        }
-        let inv = 1.0 / hw as f32;
-        hidden.copy_from_slice(&s.b1);
-        for (i, &m) in mean.iter().enumerate() {
-            let m = m * inv;
-            hidden
-                .iter_mut()
-                .zip(&s.w1[i * r..(i + 1) * r])
-                .for_each(|(h, &w)| *h = fmadd::<FMA>(m, w, *h));
-        }
-        hidden.iter_mut().for_each(|h| *h = h.max(0.0));
-        mean.copy_from_slice(&s.b2);
-        for (j, &hj) in hidden.iter().enumerate() {
-            mean.iter_mut()
-                .zip(&s.w2[j * c..(j + 1) * c])
-                .for_each(|(g, &w)| *g = fmadd::<FMA>(hj, w, *g));
-        }
-        mean.iter_mut()
-            .for_each(|g| *g = (*g + 3.0).clamp(0.0, 6.0) / 6.0);
-        for p in 0..hw {
-            maps[p * ld..p * ld + c]
-                .iter_mut()
-                .zip(mean.iter())
-                .for_each(|(v, &g)| *v *= g);
-        }
+    let inv = 1.0 / hw as f32;
+    hidden.copy_from_slice(&s.b1);
+    for (i, &m) in g.iter().enumerate() {
+        let m = m * inv;
+        hidden
+            .iter_mut()
+            .zip(&s.w1[i * r..(i + 1) * r])
+            .for_each(|(h, &w)| *h = fmadd::<FMA>(m, w, *h));
+    }
+    hidden.iter_mut().for_each(|h| *h = h.max(0.0));
+    g.copy_from_slice(&s.b2);
+    for (j, &hj) in hidden.iter().enumerate() {
+        g.iter_mut()
+            .zip(&s.w2[j * c..(j + 1) * c])
+            .for_each(|(g, &w)| *g = fmadd::<FMA>(hj, w, *g));
+    }
+    g.iter_mut().for_each(|g| *g = (*g + 3.0).clamp(0.0, 6.0) / 6.0);
+}
+
+#[inline(always)]
+fn scale_body<const FMA: bool>(x: &mut [f32], px: usize, ld: usize, g: &[f32]) {
+    let c = g.len();
+    for p in 0..px {
+        x[p * ld..p * ld + c]
+            .iter_mut()
+            .zip(g.iter())
+            .for_each(|(v, &g)| *v *= g);
     }
 }

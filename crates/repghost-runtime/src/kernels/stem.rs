@@ -2,6 +2,7 @@
 //! caller's NCHW or NHWC input (the layout change is fused in), bias and ReLU fused.
 
 use crate::simd::vector_dispatch;
+use crate::team::Team;
 use crate::vector::{Vf, F1};
 
 pub struct Stem {
@@ -44,24 +45,54 @@ impl Stem {
     }
 
     /// `input` is `[n, cin, h, w]` (`nchw`) or `[n, h, w, cin]`; `dst` is NHWC with pixel
-    /// stride `ld` ≥ `cout`.
+    /// stride `ld` ≥ `cout`. With a team, a single image's output rows are split in two.
     #[allow(clippy::too_many_arguments)]
-    pub fn run(&self, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32], ld: usize) {
+    pub fn run(
+        &self,
+        n: usize,
+        h: usize,
+        w: usize,
+        input: &[f32],
+        nchw: bool,
+        dst: &mut [f32],
+        ld: usize,
+        team: Option<&Team>,
+    ) {
         let (oh, ow) = self.out_hw(h, w);
+        if n * oh * ow == 0 {
+            return;
+        }
         assert!(
             ld >= self.cout
                 && input.len() >= n * self.cin * h * w
                 && dst.len() >= (n * oh * ow - 1) * ld + self.cout,
             "stem buffers too small"
         );
-        stem(self, n, h, w, input, nchw, dst, ld);
+        match team {
+            Some(t) if n == 1 && oh >= 4 => {
+                let split = oh / 2;
+                let (d0, d1) = dst.split_at_mut(split * ow * ld);
+                let parts = [
+                    (d0.as_mut_ptr() as usize, d0.len(), 0, split),
+                    (d1.as_mut_ptr() as usize, d1.len(), split, oh),
+                ];
+                t.run(&|p| {
+                    let (ptr, len, y0, y1) = parts[p];
+                    // SAFETY: the two parts are disjoint halves of `dst`, one per thread.
+                    let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) };
+                    stem(self, n, h, w, input, nchw, part, ld, y0, y1);
+                });
+            }
+            _ => stem(self, n, h, w, input, nchw, dst, ld, 0, oh),
+        }
     }
 }
 
 vector_dispatch! {
-    fn stem(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32], ld: usize) => layout
+    fn stem(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32], ld: usize, y0: usize, y1: usize) => layout
 }
 
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn layout<A: Vf, B: Vf, C: Vf>(
     s: &Stem,
@@ -72,14 +103,19 @@ unsafe fn layout<A: Vf, B: Vf, C: Vf>(
     nchw: bool,
     dst: &mut [f32],
     ld: usize,
+    y0: usize,
+    y1: usize,
 ) {
     if nchw {
-        blocks::<true, A, B, C>(s, n, h, w, input, dst, ld)
+        blocks::<true, A, B, C>(s, n, h, w, input, dst, ld, y0, y1)
     } else {
-        blocks::<false, A, B, C>(s, n, h, w, input, dst, ld)
+        blocks::<false, A, B, C>(s, n, h, w, input, dst, ld, y0, y1)
     }
 }
 
+/// Output rows `y0..y1` of every image; `dst` starts at row `y0` (0 unless a single image's
+/// rows are split between threads).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn blocks<const NCHW: bool, A: Vf, B: Vf, C: Vf>(
     s: &Stem,
@@ -89,10 +125,14 @@ unsafe fn blocks<const NCHW: bool, A: Vf, B: Vf, C: Vf>(
     input: &[f32],
     dst: &mut [f32],
     ld: usize,
+    y0: usize,
+    y1: usize,
 ) {
-    let (oh, _) = s.out_hw(h, w);
+    let (_, ow) = s.out_hw(h, w);
+    // The kernel addresses output row `oy` of image `img` from `dst`'s start.
+    let dst = dst.as_mut_ptr().wrapping_sub(y0 * ow * ld);
     for img in 0..n {
-        for oy in 0..oh {
+        for oy in y0..y1 {
             let mut cb = 0;
             while cb + A::L <= s.cout {
                 row::<NCHW, A>(s, h, w, input, dst, ld, cb, img, oy);
@@ -123,7 +163,7 @@ unsafe fn row<const NCHW: bool, V: Vf>(
     h: usize,
     w: usize,
     input: &[f32],
-    dst: &mut [f32],
+    dst: *mut f32,
     ld: usize,
     cb: usize,
     img: usize,
@@ -153,7 +193,7 @@ unsafe fn row<const NCHW: bool, V: Vf>(
         0
     }
     .max(ox_lo);
-    let out = dst.as_mut_ptr().add(((img * oh + oy) * ow) * ld + cb);
+    let out = dst.wrapping_add(((img * oh + oy) * ow) * ld + cb);
     let mut ox = 0;
     while ox < ow {
         if ox >= ox_lo && ox + 4 <= ox_hi {
