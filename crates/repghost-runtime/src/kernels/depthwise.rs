@@ -170,8 +170,10 @@ unsafe fn by_kernel<A: Vf, B: Vf, C: Vf>(
     }
 }
 
-/// Row by row, then channel block by channel block (widest vector first): the K input rows
-/// of one output row stay in L1/L2 while each block's weights stay in registers.
+/// Channel block by channel block (widest vector first), then row by row: a block's k²
+/// weight vectors are loaded into registers once and sweep the whole map, whose K input rows
+/// per output row stay in L1 (each block reads its own cache lines: pixel strides are padded
+/// to 16 floats).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn channels<const K: usize, const ACT: u8, A: Vf, B: Vf, C: Vf>(
@@ -184,26 +186,48 @@ unsafe fn channels<const K: usize, const ACT: u8, A: Vf, B: Vf, C: Vf>(
     off: usize,
     res: bool,
 ) {
+    let mut cb = 0;
+    while cb + A::L <= c {
+        block::<K, ACT, A>(d, s, src, dst, ld, off, res, cb);
+        cb += A::L;
+    }
+    while cb + B::L <= c {
+        block::<K, ACT, B>(d, s, src, dst, ld, off, res, cb);
+        cb += B::L;
+    }
+    while cb + C::L <= c {
+        block::<K, ACT, C>(d, s, src, dst, ld, off, res, cb);
+        cb += C::L;
+    }
+    while cb < c {
+        block::<K, ACT, F1>(d, s, src, dst, ld, off, res, cb);
+        cb += 1;
+    }
+}
+
+/// Channels `cb..cb+V::L` of every output row of the call.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn block<const K: usize, const ACT: u8, V: Vf>(
+    d: &Depthwise,
+    s: Shape,
+    src: View,
+    dst: &mut [f32],
+    ld: usize,
+    off: usize,
+    res: bool,
+    cb: usize,
+) {
+    let zero = V::splat(0.0);
+    let mut wt = [zero; 25];
+    for (tap, w) in wt.iter_mut().enumerate().take(K * K) {
+        *w = V::load(d.w.as_ptr().add(tap * d.c + cb));
+    }
+    let bias = V::load(d.b.as_ptr().add(cb));
     let (oh, _) = d.out_hw(s.h, s.w);
     for img in 0..s.n {
         for oy in s.y0..s.y1.min(oh) {
-            let mut cb = 0;
-            while cb + A::L <= c {
-                row::<K, ACT, A>(d, s, src, dst, ld, off, res, cb, img, oy);
-                cb += A::L;
-            }
-            while cb + B::L <= c {
-                row::<K, ACT, B>(d, s, src, dst, ld, off, res, cb, img, oy);
-                cb += B::L;
-            }
-            while cb + C::L <= c {
-                row::<K, ACT, C>(d, s, src, dst, ld, off, res, cb, img, oy);
-                cb += C::L;
-            }
-            while cb < c {
-                row::<K, ACT, F1>(d, s, src, dst, ld, off, res, cb, img, oy);
-                cb += 1;
-            }
+            row::<K, ACT, V>(d, s, src, dst, ld, off, res, cb, img, oy, &wt, bias);
         }
     }
 }
@@ -223,14 +247,10 @@ unsafe fn row<const K: usize, const ACT: u8, V: Vf>(
     cb: usize,
     img: usize,
     oy: usize,
+    wt: &[V; 25],
+    bias: V,
 ) {
-    let c = d.c;
     let zero = V::splat(0.0);
-    let mut wt = [zero; 25];
-    for (tap, w) in wt.iter_mut().enumerate().take(K * K) {
-        *w = V::load(d.w.as_ptr().add(tap * c + cb));
-    }
-    let bias = V::load(d.b.as_ptr().add(cb));
     let (oh, ow) = d.out_hw(s.h, s.w);
     let pad = K / 2;
     let st = d.stride;
