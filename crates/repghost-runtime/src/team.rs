@@ -104,6 +104,24 @@ impl Team {
     }
 }
 
+impl Team {
+    /// Splits `dst` at `at` and runs `f(0, first half)` here and `f(1, second half)` on the
+    /// helper: how the kernels share one output buffer between the two threads.
+    pub fn halves(&self, dst: &mut [f32], at: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        let (d0, d1) = dst.split_at_mut(at);
+        let parts = [
+            (d0.as_mut_ptr() as usize, d0.len()),
+            (d1.as_mut_ptr() as usize, d1.len()),
+        ];
+        self.run(&|p| {
+            let (ptr, len) = parts[p];
+            // SAFETY: the two parts are disjoint halves of `dst`, each used by one thread.
+            let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) };
+            f(p, part);
+        });
+    }
+}
+
 impl Drop for Team {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);

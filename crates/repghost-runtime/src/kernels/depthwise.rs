@@ -104,15 +104,8 @@ impl Depthwise {
                 // Output rows split in two; each thread gets its own part of `dst`, which
                 // the kernel indexes from its first row.
                 let split = oh / 2;
-                let (d0, d1) = dst.split_at_mut(split * ow * ld_dst);
-                let parts = [
-                    (d0.as_mut_ptr() as usize, d0.len(), 0, split),
-                    (d1.as_mut_ptr() as usize, d1.len(), split, oh),
-                ];
-                t.run(&|p| {
-                    let (ptr, len, y0, y1) = parts[p];
-                    // SAFETY: the two parts are disjoint halves of `dst`, one per thread.
-                    let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) };
+                t.halves(dst, split * ow * ld_dst, &|p, part| {
+                    let (y0, y1) = if p == 0 { (0, split) } else { (split, oh) };
                     dw(
                         self,
                         c,

@@ -74,18 +74,11 @@ impl Pointwise {
         match team {
             Some(t) if m >= 48 => {
                 let half = (m / 2).next_multiple_of(12).min(m);
-                let (d0, d1) = dst.split_at_mut(half * ld_dst);
-                let parts = [
-                    (0, half, d0.as_mut_ptr() as usize, d0.len()),
-                    (half, m - half, d1.as_mut_ptr() as usize, d1.len()),
-                ];
-                t.run(&|p| {
-                    let (row0, rows, ptr, len) = parts[p];
+                t.halves(dst, half * ld_dst, &|p, part| {
+                    let (row0, rows) = if p == 0 { (0, half) } else { (half, m - half) };
                     if rows == 0 {
                         return;
                     }
-                    // SAFETY: the two parts are disjoint row ranges of `dst`, one per thread.
-                    let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) };
                     let src = View {
                         data: &src.data[row0 * src.ld..],
                         ..src
@@ -98,15 +91,12 @@ impl Pointwise {
             // so that two cores pull weights from memory.
             Some(t) if m == 1 && n >= 2 * super::gemm512::PANEL => {
                 let split = (n / 2).next_multiple_of(super::gemm512::PANEL);
-                let (d0, d1) = dst.split_at_mut(off_dst + split);
-                let parts = [
-                    (d0.as_mut_ptr() as usize, d0.len(), off_dst, 0, split),
-                    (d1.as_mut_ptr() as usize, d1.len(), 0, split, n),
-                ];
-                t.run(&|p| {
-                    let (ptr, len, off, c0, c1) = parts[p];
-                    // SAFETY: the two parts are disjoint halves of `dst`, one per thread.
-                    let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) };
+                t.halves(dst, off_dst + split, &|p, part| {
+                    let (off, c0, c1) = if p == 0 {
+                        (off_dst, 0, split)
+                    } else {
+                        (0, split, n)
+                    };
                     self.rows(1, src, part, ld_dst, off, accumulate, c0, c1);
                 });
             }

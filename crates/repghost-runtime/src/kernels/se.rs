@@ -51,44 +51,26 @@ impl Se {
             x.len() >= (n * hw - 1) * ld + c && scratch.len() >= 2 * c + self.r,
             "SE buffers too small"
         );
-        let (mean, rest) = scratch.split_at_mut(c);
-        let (part, hidden) = rest.split_at_mut(c);
+        let (sums, hidden) = scratch.split_at_mut(2 * c);
         let hidden = &mut hidden[..self.r];
         match team {
             Some(t) if n == 1 && hw >= 2 && hw * c >= 16384 => {
                 let split = hw / 2;
-                let (x0, x1) = x.split_at_mut(split * ld);
-                let sums = [
-                    (x0.as_ptr() as usize, split, mean.as_mut_ptr() as usize),
-                    (x1.as_ptr() as usize, hw - split, part.as_mut_ptr() as usize),
-                ];
-                t.run(&|p| {
-                    let (xp, px, acc) = sums[p];
-                    // SAFETY: each thread reads its own half of the map and writes its own
-                    // `c` sums (`mean` or `part`, disjoint).
-                    let (xs, acc) = unsafe {
-                        (
-                            std::slice::from_raw_parts(xp as *const f32, (px - 1) * ld + c),
-                            std::slice::from_raw_parts_mut(acc as *mut f32, c),
-                        )
-                    };
-                    sums_of(xs, px, ld, acc);
+                let halves = [(0, split), (split, hw - split)];
+                // Each thread sums its half of the pixels into its own `c` floats.
+                let xr = &*x;
+                t.halves(sums, c, &|p, acc| {
+                    let (p0, px) = halves[p];
+                    sums_of(&xr[p0 * ld..], px, ld, &mut acc[..c]);
                 });
+                let (mean, part) = sums.split_at_mut(c);
                 mean.iter_mut().zip(part.iter()).for_each(|(m, &q)| *m += q);
                 gate(self, mean, hidden, hw);
-                let halves = [
-                    (x0.as_mut_ptr() as usize, split),
-                    (x1.as_mut_ptr() as usize, hw - split),
-                ];
                 let g = &*mean;
-                t.run(&|p| {
-                    let (xp, px) = halves[p];
-                    // SAFETY: each thread scales its own half of the map.
-                    let xs = unsafe { std::slice::from_raw_parts_mut(xp as *mut f32, (px - 1) * ld + c) };
-                    scale(xs, px, ld, g);
-                });
+                t.halves(x, split * ld, &|p, xs| scale(xs, halves[p].1, ld, g));
             }
             _ => {
+                let mean = &mut sums[..c];
                 for img in 0..n {
                     let maps = &mut x[img * hw * ld..];
                     sums_of(maps, hw, ld, mean);

@@ -71,15 +71,8 @@ impl Stem {
         match team {
             Some(t) if n == 1 && oh >= 4 => {
                 let split = oh / 2;
-                let (d0, d1) = dst.split_at_mut(split * ow * ld);
-                let parts = [
-                    (d0.as_mut_ptr() as usize, d0.len(), 0, split),
-                    (d1.as_mut_ptr() as usize, d1.len(), split, oh),
-                ];
-                t.run(&|p| {
-                    let (ptr, len, y0, y1) = parts[p];
-                    // SAFETY: the two parts are disjoint halves of `dst`, one per thread.
-                    let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) };
+                t.halves(dst, split * ow * ld, &|p, part| {
+                    let (y0, y1) = if p == 0 { (0, split) } else { (split, oh) };
                     stem(self, n, h, w, input, nchw, part, ld, y0, y1);
                 });
             }
