@@ -365,3 +365,61 @@ fn collected_gradients_cover_parameters_but_not_running_statistics() {
     assert_eq!(g.len(), sd.len());
     assert_eq!(g.iter().filter(|g| g.is_none()).count(), stats);
 }
+
+/// Data parallelism on one device: two workers' loss and gradients are the batch-weighted
+/// sums of each half's, computed alone. Repeated, because the parts run concurrently, and
+/// parts that shared autodiff leaves once let one part's backward free the other's graph
+/// ("graph tape has already been consumed"), a few steps in a hundred.
+#[test]
+fn two_workers_sum_the_gradients_of_their_halves() {
+    let device = Device::flex().autodiff();
+    device.seed(4);
+    let model = Model::new(&config(1).net, &device);
+    let flat = |g: Vec<Option<Tensor<1>>>| -> Vec<Vec<f32>> {
+        g.into_iter()
+            .map(|t| t.map_or(Vec::new(), |t| t.into_data().try_to_vec::<f32>().unwrap()))
+            .collect()
+    };
+    let labels = [0, 1, 2, 3, 3, 2, 1, 0];
+    for round in 0..40u64 {
+        let x: Vec<f32> = {
+            let mut r = Rng::new(100 + round);
+            (0..8 * 144).map(|_| r.normal() as f32).collect()
+        };
+        let batch = |a: usize, e: usize| StepBatch {
+            inputs: &x[a * 144..e * 144],
+            shape: [e - a, 1, 12, 12],
+            labels: &labels[a..e],
+            keep: None,
+        };
+        let one = std::slice::from_ref(&device);
+        let (loss, both) = gradients(&model, &batch(0, 8), 2, 0.1, one);
+        let (l1, g1) = gradients(&model, &batch(0, 4), 1, 0.1, one);
+        let (l2, g2) = gradients(&model, &batch(4, 8), 1, 0.1, one);
+        assert!(
+            (loss - 0.5 * (l1 + l2)).abs() <= 1e-5 * loss.abs(),
+            "round {round}: loss"
+        );
+        let (both, g1, g2) = (flat(both), flat(g1), flat(g2));
+        assert_eq!(both.len(), g1.len());
+        let mut compared = 0;
+        for (i, ((b, a1), a2)) in both.iter().zip(&g1).zip(&g2).enumerate() {
+            assert_eq!(
+                b.len(),
+                a1.len(),
+                "round {round}: gradient {i} present in one form only"
+            );
+            let scale = a1.iter().chain(a2).fold(1e-6f32, |m, v| m.max(v.abs()));
+            for j in 0..b.len() {
+                let want = 0.5 * (a1[j] + a2[j]);
+                assert!(
+                    (b[j] - want).abs() <= 1e-4 * scale,
+                    "round {round}: gradient {i}[{j}] {} vs {want}",
+                    b[j]
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 10_000, "only {compared} gradient values");
+    }
+}

@@ -43,8 +43,13 @@ pub fn gradients(
         .collect();
     let run = |i: usize, (a, e): (usize, usize)| {
         let device = &devices[i % devices.len()];
+        // Every part but the first runs on a fork: fresh autodiff leaves, even on the same
+        // device. Parts that share leaves share one burn autodiff graph, and one part's
+        // backward then frees steps another part is still recording ("graph tape has
+        // already been consumed", seen under `workers = 2`). A fork keeps the BatchNorm
+        // `RunningState`s shared, so the running statistics still average over the parts.
         let forked;
-        let model = if device == main {
+        let model = if i == 0 && device == main {
             model
         } else {
             forked = model.clone().fork(device);
