@@ -196,6 +196,46 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run() {
     }
 }
 
+/// SIGTERM (what `kill`, schedulers and a stopping session send) saves the checkpoint as
+/// Ctrl-C does, instead of killing the run and losing the epoch under way.
+#[test]
+fn sigterm_saves_a_checkpoint() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx(data.path(), 256, 32);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_repghost"))
+        .args(["train", "--model", "repghostnet_025", "--data", s(data.path())])
+        .args(["--out", s(&run), "--epochs", "3", "--batch-size", "16"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push(line.clone());
+        if line.contains("step") {
+            let pid = child.id().to_string();
+            assert!(Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success());
+            break;
+        }
+    }
+    log.extend(lines.map_while(Result::ok));
+    let status = child.wait().unwrap();
+    let log = log.join("\n");
+    assert_eq!(status.code(), Some(130), "{status:?}\n{log}");
+    assert!(log.contains("--resume"), "{log}");
+    let o = repghost(&["train", "--resume", "--data", s(data.path()), "--out", s(&run)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run.join("deploy.safetensors").is_file());
+}
+
 #[test]
 fn bad_training_inputs_fail_with_one_line() {
     let out = tempfile::tempdir().unwrap();

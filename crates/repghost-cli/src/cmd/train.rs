@@ -125,7 +125,9 @@ pub struct Args {
     pub threads: Option<usize>,
     /// Threads that each compute the gradients of a part of every batch (CPU data
     /// parallelism; as in DDP, BatchNorm uses per-part statistics). burn's CPU backend
-    /// already uses all cores inside each operation, which measured faster here than 2 workers.
+    /// parallelizes inside each operation; where that leaves cores idle, more workers fill
+    /// them (1.6× with 4 workers on a 2-core AVX2 EPYC, no gain on an AVX-512 one):
+    /// measure with `repghost bench --engine train-step --workers 1 4`.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
 }
@@ -221,6 +223,8 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
             }
             eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit now)");
         })
+        // With ctrlc's `termination` feature this also catches SIGTERM and SIGHUP, which
+        // schedulers, `kill` and a closed terminal send: they save the checkpoint as Ctrl-C does.
         .context("installing the Ctrl-C handler")?;
     }
 
