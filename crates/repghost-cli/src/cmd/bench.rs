@@ -32,6 +32,10 @@ pub struct Args {
     /// Batch sizes to measure.
     #[arg(long, num_args = 1.., default_values_t = [1usize])]
     batch: Vec<usize>,
+    /// train-step: threads that each compute the gradients of a part of the batch (as
+    /// `repghost train --workers`); other engines ignore it.
+    #[arg(long, num_args = 1.., default_values_t = [1usize])]
+    workers: Vec<usize>,
     /// Input resolution (square).
     #[arg(long, default_value_t = 224)]
     size: usize,
@@ -76,9 +80,14 @@ fn timed(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.runs == 0 || args.size < 32 || args.threads.contains(&0) || args.batch.contains(&0) {
+    if args.runs == 0
+        || args.size < 32
+        || args.threads.contains(&0)
+        || args.batch.contains(&0)
+        || args.workers.contains(&0)
+    {
         return Err(crate::usage!(
-            "--runs, --threads and --batch must be positive and --size at least 32"
+            "--runs, --threads, --batch and --workers must be positive and --size at least 32"
         ));
     }
     let device = Device::flex();
@@ -114,68 +123,83 @@ pub fn run(args: Args) -> Result<()> {
             for &threads in &args.threads {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
                 for &engine in &args.engine {
-                    let (median, min) = match engine {
-                        Engine::Runtime => {
-                            let mut ws = rt.workspace_threads(batch, args.size, args.size, threads)?;
-                            let r = pool.install(|| {
-                                timed(args.runs, || {
-                                    rt.run(&mut ws, &x, Layout::Nchw).map(|_| ()).map_err(Into::into)
-                                })
-                            })?;
-                            if args.profile {
-                                ws.profile = Some(repghost_runtime::Profile::default());
-                                for _ in 0..args.runs {
-                                    pool.install(|| rt.run(&mut ws, &x, Layout::Nchw))?;
-                                }
-                                let p = ws.profile.take().unwrap_or_default();
-                                let total: f64 = p.entries.iter().map(|e| e.1).sum();
-                                for (kind, ms, calls) in p.entries {
-                                    eprintln!(
-                                        "  {kind:<14} {:7.3} ms/run {:5.1}%  ({} calls/run)",
-                                        ms / args.runs as f64,
-                                        100.0 * ms / total,
-                                        calls / args.runs as u64
-                                    );
-                                }
-                            }
-                            r
-                        }
-                        Engine::TrainStep => {
-                            let Some(m) = train else { continue };
-                            pool.install(|| train_step(m, &x, shape, args.runs))?
-                        }
-                        Engine::Burn | Engine::BurnTrain => {
-                            let m = if engine == Engine::Burn {
-                                Some(deploy)
-                            } else {
-                                train.as_ref()
-                            };
-                            let Some(m) = m else { continue };
-                            let t = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device);
-                            pool.install(|| {
-                                timed(args.runs, || {
-                                    let y = m.forward(t.clone()).into_data();
-                                    std::hint::black_box(y);
-                                    Ok(())
-                                })
-                            })?
-                        }
+                    // Only a training step splits its batch between workers.
+                    let counts = if engine == Engine::TrainStep {
+                        &args.workers[..]
+                    } else {
+                        &[1]
                     };
-                    let eng = format!("{engine:?}")
-                        .to_lowercase()
-                        .replace("burntrain", "burn-train")
-                        .replace("trainstep", "train-step");
-                    match args.format {
-                        Format::Json => println!(
-                            "{}",
-                            json!({"model": name, "engine": eng, "threads": threads, "batch": batch, "size": args.size,
-                                   "median_ms": median, "min_ms": min, "images_per_s": batch as f64 * 1e3 / median,
-                                   "simd": repghost_runtime::simd_level().name()})
-                        ),
-                        Format::Text => println!(
-                            "{name:<18} {eng:<10} threads {threads} batch {batch:<3} median {median:8.2} ms  min {min:8.2} ms  {:8.1} img/s",
-                            batch as f64 * 1e3 / median
-                        ),
+                    for &workers in counts {
+                        let (median, min) = match engine {
+                            Engine::Runtime => {
+                                let mut ws = rt.workspace_threads(batch, args.size, args.size, threads)?;
+                                let r = pool.install(|| {
+                                    timed(args.runs, || {
+                                        rt.run(&mut ws, &x, Layout::Nchw).map(|_| ()).map_err(Into::into)
+                                    })
+                                })?;
+                                if args.profile {
+                                    ws.profile = Some(repghost_runtime::Profile::default());
+                                    for _ in 0..args.runs {
+                                        pool.install(|| rt.run(&mut ws, &x, Layout::Nchw))?;
+                                    }
+                                    let p = ws.profile.take().unwrap_or_default();
+                                    let total: f64 = p.entries.iter().map(|e| e.1).sum();
+                                    for (kind, ms, calls) in p.entries {
+                                        eprintln!(
+                                            "  {kind:<14} {:7.3} ms/run {:5.1}%  ({} calls/run)",
+                                            ms / args.runs as f64,
+                                            100.0 * ms / total,
+                                            calls / args.runs as u64
+                                        );
+                                    }
+                                }
+                                r
+                            }
+                            Engine::TrainStep => {
+                                let Some(m) = train else { continue };
+                                pool.install(|| train_step(m, &x, shape, workers, args.runs))?
+                            }
+                            Engine::Burn | Engine::BurnTrain => {
+                                let m = if engine == Engine::Burn {
+                                    Some(deploy)
+                                } else {
+                                    train.as_ref()
+                                };
+                                let Some(m) = m else { continue };
+                                let t = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device);
+                                pool.install(|| {
+                                    timed(args.runs, || {
+                                        let y = m.forward(t.clone()).into_data();
+                                        std::hint::black_box(y);
+                                        Ok(())
+                                    })
+                                })?
+                            }
+                        };
+                        let eng = format!("{engine:?}")
+                            .to_lowercase()
+                            .replace("burntrain", "burn-train")
+                            .replace("trainstep", "train-step");
+                        match args.format {
+                            Format::Json => println!(
+                                "{}",
+                                json!({"model": name, "engine": eng, "threads": threads, "batch": batch, "size": args.size,
+                                       "workers": workers, "median_ms": median, "min_ms": min, "images_per_s": batch as f64 * 1e3 / median,
+                                       "simd": repghost_runtime::simd_level().name()})
+                            ),
+                            Format::Text => {
+                                let split = if engine == Engine::TrainStep {
+                                    format!(" workers {workers}")
+                                } else {
+                                    String::new()
+                                };
+                                println!(
+                                    "{name:<18} {eng:<10} threads {threads}{split} batch {batch:<3} median {median:8.2} ms  min {min:8.2} ms  {:8.1} img/s",
+                                    batch as f64 * 1e3 / median
+                                )
+                            }
+                        }
                     }
                 }
             }
@@ -186,8 +210,15 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Median and minimum time of a full SGD step of the train form (BatchNorm on batch
-/// statistics, label-smoothed loss, backward, Nesterov update) on `x`.
-fn train_step(model: &BurnModel, x: &[f32], shape: [usize; 4], runs: usize) -> Result<(f64, f64)> {
+/// statistics, label-smoothed loss, backward, Nesterov update) on `x`, the batch split
+/// between `workers` threads.
+fn train_step(
+    model: &BurnModel,
+    x: &[f32],
+    shape: [usize; 4],
+    workers: usize,
+    runs: usize,
+) -> Result<(f64, f64)> {
     use repghost::train::sgd::Sgd;
     use repghost::train::step::{gradients, StepBatch};
     if shape[0] < 2 {
@@ -208,7 +239,7 @@ fn train_step(model: &BurnModel, x: &[f32], shape: [usize; 4], runs: usize) -> R
             keep: None,
         };
         let cur = m.take().expect("model present");
-        let (_, g) = gradients(&cur, &b, 1, 0.1, &devices);
+        let (_, g) = gradients(&cur, &b, workers, 0.1, &devices);
         m = Some(sgd.step(cur, g, 1e-3));
         Ok(())
     })
