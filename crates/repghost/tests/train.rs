@@ -367,9 +367,9 @@ fn collected_gradients_cover_parameters_but_not_running_statistics() {
 }
 
 /// Data parallelism on one device: two workers' loss and gradients are the batch-weighted
-/// sums of each half's, computed alone. Repeated, because the parts run concurrently, and
-/// parts that shared autodiff leaves once let one part's backward free the other's graph
-/// ("graph tape has already been consumed"), a few steps in a hundred.
+/// sums of each half's, computed alone. Repeated, because the parts run concurrently: when
+/// they shared autodiff leaves, one part's backward could free the other's graph ("graph
+/// tape has already been consumed", seen once in CI; too rare to reproduce on demand).
 #[test]
 fn two_workers_sum_the_gradients_of_their_halves() {
     let device = Device::flex().autodiff();
