@@ -128,8 +128,12 @@ fn two_sgd_steps_match_pytorch() {
     };
     for (step, &expected) in losses.iter().enumerate() {
         let (loss, grads) = gradients(&model, &b, 1, h["smoothing"], std::slice::from_ref(&device));
+        // The first loss comes from identical weights; the second from weights one step
+        // apart by f32 rounding of the first step's gradients (see below): 4.7e-5 on an
+        // AVX2 CPU, under 1e-5 on an AVX-512 one.
+        let tolerance = if step == 0 { 1e-5 } else { 1e-4 };
         assert!(
-            (loss - expected).abs() < 1e-5,
+            (loss - expected).abs() < tolerance,
             "step {step}: loss {loss} vs PyTorch {expected}"
         );
         if step == 0 {
@@ -140,9 +144,14 @@ fn two_sgd_steps_match_pytorch() {
                 };
                 let g: Vec<f32> = g.clone().into_data().try_to_vec::<f32>().unwrap();
                 // Gradients that are zero in exact arithmetic (a bias before a BatchNorm) are
-                // rounding noise on both sides; the floor keeps them out.
+                // rounding noise on both sides; the floor keeps them out. BatchNorm gradients
+                // are f32 sums over up to 8·64·64 values whose order follows the CPU's vector
+                // width: all under 1e-3 on the AVX-512 CPU the fixture came from, but on an
+                // AVX2 CPU up to 4.0e-3 (blocks.4.0.ghost1's cheap operation and fusion BN)
+                // and 1.07e-3 (blocks.1.0's), all others under 1e-3. A wrong gradient rule
+                // is off by tens of percent.
                 let d = rel(&g, &t.data, 1e-3);
-                assert!(d < 1e-3, "gradient of {k} differs by {d:.2e}");
+                assert!(d < 1e-2, "gradient of {k} differs by {d:.2e}");
                 checked += 1;
             }
             assert_eq!(checked, torch_grads.len());
@@ -151,8 +160,10 @@ fn two_sgd_steps_match_pytorch() {
         if step == 0 {
             let ours = state_dict(&model, Form::Train);
             for (k, t) in after1.iter().filter(|(k, _)| !k.contains("running_")) {
+                // The gradients' rounding carried into the update: up to 4.0e-3 on AVX2
+                // (the same BatchNorm biases), under 1e-4 on AVX-512.
                 let d = rel(&ours[k].data, &t.data, 1e-3);
-                assert!(d < 1e-4, "{k} after one step differs by {d:.2e}");
+                assert!(d < 1e-2, "{k} after one step differs by {d:.2e}");
             }
         }
     }
@@ -168,10 +179,14 @@ fn two_sgd_steps_match_pytorch() {
             assert!(d < 5e-3, "{k} differs by {d:.2e} after two steps");
             continue;
         }
-        // Measured against the size of the two updates: a wrong momentum, decay or gradient
-        // shows up as tens of percent; the second step's gradient amplifies the rounding of
-        // the first to a few 1e-3. Updates of ~1e-8 (gradients zero in exact arithmetic,
-        // e.g. a bias feeding a BatchNorm) are rounding noise on both sides.
+        // Measured against the size of the two updates. The second step's gradient, taken
+        // through BatchNorms over few values of a random net, amplifies the first step's
+        // rounding: up to 2e-2 of the update on the AVX-512 CPU the fixture came from, up
+        // to 0.15 on an AVX2 CPU. So this bound only catches gross errors (a momentum term
+        // left out moves the second update by ~0.9 of an update); the update rule itself is
+        // checked exactly by `sgd_is_pytorch_nesterov_with_decay_on_weights_only`
+        // (tests/train.rs). Updates of ~1e-8 (gradients zero in exact arithmetic, e.g. a
+        // bias feeding a BatchNorm) are rounding noise on both sides.
         let update = t
             .data
             .iter()
@@ -187,7 +202,7 @@ fn two_sgd_steps_match_pytorch() {
             .zip(&t.data)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
             / update;
-        assert!(d < 2e-2, "{k} differs by {d:.2e} of its update after two steps");
+        assert!(d < 0.3, "{k} differs by {d:.2e} of its update after two steps");
     }
     let moved = init.iter().filter(|(k, t)| t.data != after[*k].data).count();
     assert!(moved > init.len() / 2, "{moved} of {} tensors moved", init.len());
