@@ -109,48 +109,42 @@ fn a_run_leaves_metrics_curves_and_deployable_weights() {
     assert!(err.contains("--resume") && err.lines().count() == 1, "{err}");
 }
 
-#[test]
-fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run() {
-    let data = tempfile::tempdir().unwrap();
-    write_idx(data.path(), 256, 32);
-    let out = tempfile::tempdir().unwrap();
-    let run = out.path().join("run");
+/// Starts a 3-epoch training run of `data` into `run` and sends `signal` (a `kill` flag) at
+/// its first progress line; the exit status and everything it printed on stderr.
+fn interrupted_run(data: &Path, run: &Path, signal: &str) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_repghost"))
-        .args([
-            "train",
-            "--model",
-            "repghostnet_025",
-            "--data",
-            s(data.path()),
-            "--out",
-            s(&run),
-            "--epochs",
-            "3",
-            "--batch-size",
-            "16",
-        ])
+        .args(["train", "--model", "repghostnet_025", "--data", s(data)])
+        .args(["--out", s(run), "--epochs", "3", "--batch-size", "16"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = Vec::new();
-    // Interrupt at the first progress line of the first epoch.
     for line in lines.by_ref() {
         let line = line.unwrap();
         log.push(line.clone());
         if line.contains("step") {
-            let ok = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
+            let pid = child.id().to_string();
+            assert!(Command::new("kill")
+                .args([signal, &pid])
                 .status()
-                .unwrap();
-            assert!(ok.success());
+                .unwrap()
+                .success());
             break;
         }
     }
     log.extend(lines.map_while(Result::ok));
-    let status = child.wait().unwrap();
-    let log = log.join("\n");
+    (child.wait().unwrap(), log.join("\n"))
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx(data.path(), 256, 32);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let (status, log) = interrupted_run(data.path(), &run, "-INT");
     assert_eq!(status.code(), Some(130), "{log}");
     assert!(log.contains("--resume"), "{log}");
     assert!(run.join("last.ckpt").is_file());
@@ -204,31 +198,7 @@ fn sigterm_saves_a_checkpoint() {
     write_idx(data.path(), 256, 32);
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_repghost"))
-        .args(["train", "--model", "repghostnet_025", "--data", s(data.path())])
-        .args(["--out", s(&run), "--epochs", "3", "--batch-size", "16"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        log.push(line.clone());
-        if line.contains("step") {
-            let pid = child.id().to_string();
-            assert!(Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success());
-            break;
-        }
-    }
-    log.extend(lines.map_while(Result::ok));
-    let status = child.wait().unwrap();
-    let log = log.join("\n");
+    let (status, log) = interrupted_run(data.path(), &run, "-TERM");
     assert_eq!(status.code(), Some(130), "{status:?}\n{log}");
     assert!(log.contains("--resume"), "{log}");
     let o = repghost(&["train", "--resume", "--data", s(data.path()), "--out", s(&run)]);
