@@ -4,9 +4,11 @@
 //! each part with its own statistics, as under DDP; burn's `RunningState` averages the
 //! running statistics the parts computed.
 //!
-//! On several GPUs each part runs on a replica forked to its device. burn 0.22's own DDP
-//! all-reduce (`DistributedContext`) is not implemented for its CPU backend, so the reduction
-//! here is ours: it works on every backend, and the CPU path is what the tests exercise.
+//! Every part but the first runs on a replica forked from the model (to its own device on
+//! several GPUs, to the same one on the CPU), so that no two threads share autodiff leaves
+//! and with them one burn autodiff graph. burn 0.22's own DDP all-reduce
+//! (`DistributedContext`) is not implemented for its CPU backend, so the reduction here is
+//! ours: it works on every backend, and the CPU path is what the tests exercise.
 
 use burn::tensor::{Device, Tensor, TensorData};
 
