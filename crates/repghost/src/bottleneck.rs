@@ -11,6 +11,7 @@ use crate::config::{NetConfig, StageRow};
 use crate::count::Counts;
 use crate::ghost_module::GhostLayer;
 use crate::layers::{bn, conv2d, SqueezeExcite};
+use crate::ops;
 use crate::reparam::fold_conv_bn;
 
 /// Projection shortcut where shapes change: depthwise k×k (stride s) + BN + 1×1 + BN
@@ -26,9 +27,9 @@ pub struct Shortcut {
 impl Shortcut {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.conv_dw.forward(x);
-        let x = self.bn_dw.as_ref().map_or(x.clone(), |b| b.forward(x));
-        let x = self.conv_pw.forward(x);
-        self.bn_pw.as_ref().map_or(x.clone(), |b| b.forward(x))
+        let x = self.bn_dw.as_ref().map_or(x.clone(), |b| ops::batch_norm(b, x));
+        let x = ops::conv(&self.conv_pw, x);
+        self.bn_pw.as_ref().map_or(x.clone(), |b| ops::batch_norm(b, x))
     }
 }
 
@@ -79,7 +80,7 @@ impl<G: GhostLayer> Bottleneck<G> {
         if let Some(conv) = &self.conv_dw {
             y = conv.forward(y);
             if let Some(bn) = &self.bn_dw {
-                y = bn.forward(y);
+                y = ops::batch_norm(bn, y);
             }
         }
         if let Some(se) = &self.se {

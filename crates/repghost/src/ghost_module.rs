@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 use crate::config::{Activation, NetConfig};
 use crate::count::Counts;
 use crate::layers::{activate, bn, ConvBn};
+use crate::ops;
 use crate::reparam::{conv_with, fold_bn, host64, identity_dw_kernel, BnParams};
 
 /// What a bottleneck needs from its ghost module; implemented by [`RepGhostModule`] and by
@@ -65,7 +66,7 @@ impl GhostLayer for RepGhostModule {
         }
         let mut x2 = self.cheap_operation.forward(x1.clone());
         if let Some(bn) = &self.fusion_bn {
-            x2 = x2 + bn.forward(x1.clone());
+            x2 = x2 + ops::batch_norm(bn, x1.clone());
         }
         if self.fusion_identity {
             x2 = x2 + x1;

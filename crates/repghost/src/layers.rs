@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{make_divisible, Activation};
 use crate::count::Counts;
+use crate::ops;
 use crate::reparam::fold_conv_bn;
 
 /// A `k×k` conv with PyTorch's symmetric `k/2` padding.
@@ -66,9 +67,9 @@ impl ConvBn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.conv.forward(x);
+        let x = ops::conv(&self.conv, x);
         match &self.bn {
-            Some(bn) => bn.forward(x),
+            Some(bn) => ops::batch_norm(bn, x),
             None => x,
         }
     }
@@ -97,9 +98,9 @@ impl ConvBnAct {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.conv.forward(x);
+        let x = ops::conv(&self.conv, x);
         let x = match &self.bn1 {
-            Some(bn) => bn.forward(x),
+            Some(bn) => ops::batch_norm(bn, x),
             None => x,
         };
         relu(x)
@@ -134,8 +135,8 @@ impl SqueezeExcite {
     /// `[N, C, H, W]` → same shape, each channel scaled by its gate.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let s = x.clone().mean_dim(3).mean_dim(2);
-        let s = relu(self.conv_reduce.forward(s));
-        let s = hard_sigmoid(self.conv_expand.forward(s), 1.0 / 6.0, 0.5);
+        let s = relu(ops::conv(&self.conv_reduce, s));
+        let s = hard_sigmoid(ops::conv(&self.conv_expand, s), 1.0 / 6.0, 0.5);
         x * s
     }
 

@@ -12,6 +12,7 @@ pub mod layers;
 pub mod metrics;
 pub mod net;
 pub mod onnx;
+mod ops;
 pub mod reparam;
 pub mod variants;
 

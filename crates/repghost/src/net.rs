@@ -13,6 +13,7 @@ use crate::config::{NetConfig, HEAD_CHANNELS};
 use crate::count::Counts;
 use crate::ghost_module::GhostLayer;
 use crate::layers::{bn, conv2d, Classifier, ConvBnAct};
+use crate::ops;
 
 /// Index of the stage whose output is the stride-8, -16 and -32 feature map, as timm's
 /// `feature_info` names them (`blocks.3`, `blocks.5`, `blocks.7`: the first stage at each
@@ -66,7 +67,7 @@ impl<G: GhostLayer> Net<G> {
     fn stem(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.conv_stem.forward(x);
         let x = match &self.bn1 {
-            Some(bn) => bn.forward(x),
+            Some(bn) => ops::batch_norm(bn, x),
             None => x,
         };
         relu(x)
@@ -116,7 +117,7 @@ impl<G: GhostLayer> Net<G> {
     /// `[N, C, h, w]` → logits `[N, classes]`, or the 1280-d pre-logits.
     pub fn forward_head(&self, x: Tensor<4>, pre_logits: bool) -> Tensor<2> {
         let x = x.mean_dim(3).mean_dim(2);
-        let x = relu(self.conv_head.forward(x));
+        let x = relu(ops::conv(&self.conv_head, x));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.dropout.forward(x);
         if pre_logits {
@@ -131,7 +132,7 @@ impl<G: GhostLayer> Net<G> {
     /// depend on which thread computes which samples.
     pub fn forward_train(&self, x: Tensor<4>, keep: Option<Tensor<2>>) -> Tensor<2> {
         let x = self.forward_features(x).mean_dim(3).mean_dim(2);
-        let x: Tensor<2> = relu(self.conv_head.forward(x)).flatten(1, 3);
+        let x: Tensor<2> = relu(ops::conv(&self.conv_head, x)).flatten(1, 3);
         let x = match keep {
             Some(k) => x * k,
             None => x,
