@@ -5,6 +5,7 @@
 pub mod bottleneck;
 pub mod config;
 pub mod count;
+mod dwconv;
 pub mod error;
 pub mod ghost_module;
 pub mod ghostnet;

@@ -11,12 +11,15 @@
 //!   `[C, N·H·W]` through an axis swap, which copies the activation twice each way; reducing
 //!   `[N, C, H·W]` over its last axis and then its first needs no copy.
 //!
-//! Every other conv (the stem, depthwise) goes to burn's `Conv2d::forward`. The training
+//! Depthwise convs go to [`crate::dwconv`] on the CPU backend (`f32`); the stem conv, and
+//! every conv on other backends, to burn's `Conv2d::forward`. The training
 //! step's speed is measured by `repghost bench --engine train-step`.
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
+
+use crate::dwconv;
 
 /// Spatial size (`H·W`) from which a 1×1 conv runs as one matrix product per image; below
 /// it, as one product over all pixels of the batch (measured on a 2-core AVX2 CPU, batch 32:
@@ -32,7 +35,16 @@ pub(crate) fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let unpadded = !matches!(conv.padding, PaddingConfig2d::Explicit(a, b, c, d) if a + b + c + d > 0);
     let pointwise = conv.kernel_size == [1, 1] && conv.stride == [1, 1] && conv.groups == 1 && unpadded;
     if !pointwise {
-        return conv.forward(x);
+        return match depthwise(conv, c) {
+            Some((s, p)) if dwconv::supported(&x) => {
+                let y = dwconv::depthwise_conv2d(x, conv.weight.val(), s, p);
+                match &conv.bias {
+                    Some(b) => y + b.val().reshape([1, c, 1, 1]),
+                    None => y,
+                }
+            }
+            _ => conv.forward(x),
+        };
     }
     let [co, ci, _, _] = conv.weight.dims();
     let weight = conv.weight.val().reshape([co, ci]);
@@ -55,6 +67,21 @@ pub(crate) fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         Some(b) => y + b.val().reshape([1, co, 1, 1]),
         None => y,
     }
+}
+
+/// Stride and padding of a depthwise conv (one channel per group, square kernel, square
+/// stride, symmetric explicit padding, no dilation) over `c` input channels.
+fn depthwise(conv: &Conv2d, c: usize) -> Option<(usize, usize)> {
+    let [co, ci, kh, kw] = conv.weight.dims();
+    let [s, s2] = conv.stride;
+    let p = match conv.padding {
+        PaddingConfig2d::Explicit(a, b, l, r) if a == b && a == l && a == r => a,
+        PaddingConfig2d::Valid => 0,
+        _ => return None,
+    };
+    let ok =
+        ci == 1 && co == c && conv.groups == c && kh == kw && p < kh && s == s2 && conv.dilation == [1, 1];
+    ok.then_some((s, p))
 }
 
 /// `bn.forward(x)`: batch statistics and a running-statistics update on an autodiff device
