@@ -26,7 +26,7 @@ pub struct Shortcut {
 
 impl Shortcut {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.conv_dw.forward(x);
+        let x = ops::conv(&self.conv_dw, x);
         let x = self.bn_dw.as_ref().map_or(x.clone(), |b| ops::batch_norm(b, x));
         let x = ops::conv(&self.conv_pw, x);
         self.bn_pw.as_ref().map_or(x.clone(), |b| ops::batch_norm(b, x))
@@ -78,7 +78,7 @@ impl<G: GhostLayer> Bottleneck<G> {
         let residual = x.clone();
         let mut y = self.ghost1.forward(x);
         if let Some(conv) = &self.conv_dw {
-            y = conv.forward(y);
+            y = ops::conv(conv, y);
             if let Some(bn) = &self.bn_dw {
                 y = ops::batch_norm(bn, y);
             }

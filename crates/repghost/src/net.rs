@@ -65,7 +65,7 @@ impl<G: GhostLayer> Net<G> {
     }
 
     fn stem(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.conv_stem.forward(x);
+        let x = ops::conv(&self.conv_stem, x);
         let x = match &self.bn1 {
             Some(bn) => ops::batch_norm(bn, x),
             None => x,

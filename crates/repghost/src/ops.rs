@@ -1,7 +1,7 @@
-//! Pointwise convolution and training-mode BatchNorm written with plain tensor ops, in forms
-//! that burn's CPU backend runs several times faster than its own `conv2d` and
-//! `batch_norm_train`, forward and backward. The maths is the same; only the memory
-//! traffic differs.
+//! Every conv and BatchNorm of the nets goes through here. Pointwise convs and training-mode
+//! BatchNorm are written with plain tensor ops, in forms that burn's CPU backend runs several
+//! times faster than its own `conv2d` and `batch_norm_train`, forward and backward. The maths
+//! is the same; only the memory traffic differs.
 //!
 //! - burn computes a conv's weight gradient as a second convolution over the input and the
 //!   output gradient with their batch and channel axes swapped, and that swap copies both
