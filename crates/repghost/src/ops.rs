@@ -36,7 +36,7 @@ pub(crate) fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let pointwise = conv.kernel_size == [1, 1] && conv.stride == [1, 1] && conv.groups == 1 && unpadded;
     if !pointwise {
         return match depthwise(conv, c) {
-            Some((s, p)) if dwconv::supported(&x) => {
+            Some((s, p)) if dwconv::supported(&x, &conv.weight.val()) => {
                 let y = dwconv::depthwise_conv2d(x, conv.weight.val(), s, p);
                 match &conv.bias {
                     Some(b) => y + b.val().reshape([1, c, 1, 1]),

@@ -31,9 +31,9 @@ pub trait DepthwiseBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Whether [`depthwise_conv2d`] runs `x` (the CPU backend, `f32`).
-pub(crate) fn supported(x: &Tensor<4>) -> bool {
-    x.dtype() == DType::F32 && x.device().inner() == Device::flex()
+/// Whether [`depthwise_conv2d`] runs `x` with `weight` (the CPU backend, both `f32`).
+pub(crate) fn supported(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
+    x.dtype() == DType::F32 && weight.dtype() == DType::F32 && x.device().inner() == Device::flex()
 }
 
 /// Depthwise conv of `x` `[n, c, h, w]` with `weight` `[c, 1, k, k]`; callers check
@@ -156,7 +156,8 @@ mod tests {
     #[test]
     fn matches_burn_conv2d_forward_and_backward() {
         let device = Device::flex().autodiff();
-        assert!(supported(&Tensor::<4>::zeros([1, 1, 1, 1], &device)));
+        let one = Tensor::<4>::zeros([1, 1, 1, 1], &device);
+        assert!(supported(&one, &one));
         for (k, s) in [(3, 1), (3, 2), (5, 2), (5, 1)] {
             let (c, p) = (6, k / 2);
             let base = Tensor::<4>::random([3, 9, c, 11], Distribution::Normal(0.0, 1.0), &device);
