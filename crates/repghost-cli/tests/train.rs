@@ -102,6 +102,31 @@ fn a_run_leaves_metrics_curves_and_deployable_weights() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["images"], 32);
 
+    // The per-epoch validation ran on the deploy runtime; burn's forward pass of the same
+    // (EMA) weights gives the accuracy metrics.csv recorded for the last epoch.
+    let o = repghost(&[
+        "eval",
+        "--weights",
+        s(&run.join("deploy.safetensors")),
+        "--data",
+        s(data.path()),
+        "--engine",
+        "burn",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let burn: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let last: Vec<f64> = rows[2].split(',').map(|v| v.parse().unwrap()).collect();
+    for (col, key) in [(5, "top1"), (6, "top5")] {
+        let recorded = last[col];
+        let by_burn = 100.0 * burn[key].as_f64().unwrap();
+        assert!(
+            (recorded - by_burn).abs() < 1e-3,
+            "{key}: {recorded} vs {by_burn}\n{csv}"
+        );
+    }
+
     // A second run into the same directory is refused rather than overwriting it.
     let o = repghost(&args);
     assert_eq!(o.status.code(), Some(1));

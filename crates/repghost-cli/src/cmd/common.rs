@@ -102,9 +102,63 @@ pub struct Runner {
     pub loaded: Loaded,
     pub model: Model,
     pub device: burn::tensor::Device,
-    /// The runtime engine and its workspace for the last input shape, when it computes.
-    runtime: Option<(repghost_runtime::Model, RefCell<Option<Cached>>)>,
+    /// The runtime engine, when it computes.
+    runtime: Option<RefCell<RuntimeLogits>>,
+}
+
+/// The deploy runtime running one model, with the workspace of the last input shape.
+pub struct RuntimeLogits {
+    rt: repghost_runtime::Model,
+    cache: Option<Cached>,
     threads: usize,
+}
+
+impl RuntimeLogits {
+    /// The runtime for an inference-form model; train-form weights are folded here first.
+    pub fn new(
+        model: &Model,
+        form: Form,
+        name: &str,
+        preprocess: Option<Preprocess>,
+        threads: usize,
+    ) -> Result<Self> {
+        let deploy = if form == Form::Deploy {
+            model.clone()
+        } else {
+            model.clone().reparameterize()
+        };
+        let meta = Meta {
+            model: name.to_string(),
+            config: deploy.config().clone(),
+            form: Form::Deploy,
+            preprocess,
+        };
+        let bytes = safetensors_io::to_bytes(&state_dict(&deploy, Form::Deploy), &meta)?;
+        Ok(RuntimeLogits {
+            rt: repghost_runtime::Model::from_bytes(&bytes)?,
+            cache: None,
+            threads: threads.max(1),
+        })
+    }
+
+    /// Logits `[n, classes]` of an `[n, c, h, w]` batch.
+    pub fn logits(&mut self, inputs: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+        if self.cache.as_ref().map(|(s, _)| *s) != Some(shape) {
+            let ws = self
+                .rt
+                .workspace_threads(shape[0], shape[2], shape[3], self.threads)?;
+            self.cache = Some((shape, ws));
+        }
+        let (_, ws) = self.cache.as_mut().expect("just set");
+        Ok(self.rt.run(ws, inputs, Layout::Nchw)?.to_vec())
+    }
+}
+
+impl repghost::train::Logits for RuntimeLogits {
+    fn logits(&mut self, inputs: Vec<f32>, shape: [usize; 4]) -> repghost::Result<Vec<f32>> {
+        RuntimeLogits::logits(self, &inputs, shape)
+            .map_err(|e| repghost::Error::Invalid(format!("runtime: {e:#}")))
+    }
 }
 
 pub fn load(args: &ModelArgs) -> Result<Runner> {
@@ -120,20 +174,14 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
         EngineArg::Auto => matches!(args.device, DeviceArg::Cpu),
     };
     let runtime = if use_runtime {
-        // The runtime reads native deploy weights; any other form is folded here first.
-        let deploy = if loaded.form == Form::Deploy {
-            model.clone()
-        } else {
-            model.clone().reparameterize()
-        };
-        let meta = Meta {
-            model: loaded.name.clone(),
-            config: deploy.config().clone(),
-            form: Form::Deploy,
-            preprocess: loaded.preprocess.clone(),
-        };
-        let bytes = safetensors_io::to_bytes(&state_dict(&deploy, Form::Deploy), &meta)?;
-        Some((repghost_runtime::Model::from_bytes(&bytes)?, RefCell::new(None)))
+        let rt = RuntimeLogits::new(
+            &model,
+            loaded.form,
+            &loaded.name,
+            loaded.preprocess.clone(),
+            args.threads,
+        )?;
+        Some(RefCell::new(rt))
     } else {
         None
     };
@@ -142,7 +190,6 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
         model,
         device,
         runtime,
-        threads: args.threads.max(1),
     })
 }
 
@@ -200,14 +247,8 @@ impl Runner {
 
     /// Logits `[n, classes]` of an `[n, c, h, w]` batch.
     pub fn logits(&self, inputs: Vec<f32>, shape: [usize; 4]) -> Result<Vec<f32>> {
-        if let Some((rt, cache)) = &self.runtime {
-            let mut cache = cache.borrow_mut();
-            if cache.as_ref().map(|(s, _)| *s) != Some(shape) {
-                let ws = rt.workspace_threads(shape[0], shape[2], shape[3], self.threads)?;
-                *cache = Some((shape, ws));
-            }
-            let (_, ws) = cache.as_mut().expect("just set");
-            return Ok(rt.run(ws, &inputs, Layout::Nchw)?.to_vec());
+        if let Some(rt) = &self.runtime {
+            return rt.borrow_mut().logits(&inputs, shape);
         }
         let x = Tensor::<4>::from_data(TensorData::new(inputs, shape), &self.device);
         let y = self.model.forward(x).into_data().convert::<f32>();

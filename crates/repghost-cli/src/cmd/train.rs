@@ -8,14 +8,16 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use repghost::train::{
-    scaled_lr, Data, EpochRow, Observer, Outcome, StepInfo, Summary, TrainConfig, Trainer,
+    scaled_lr, Data, Engine, EpochRow, Logits, Observer, Outcome, StepInfo, Summary, TrainConfig, Trainer,
 };
 use repghost::variants::resolve;
 use repghost::weights::{self, Form, LoadOptions};
+use repghost::Model;
 use repghost_data::dataset::Dataset;
 use repghost_data::idx::Split;
 use repghost_data::{Augment, Crop, Interpolation, Preprocess};
 
+use super::common::{EngineArg, RuntimeLogits};
 use super::eval::open;
 use super::train_plot::plot_curves;
 use crate::device::{devices, DeviceArg};
@@ -123,6 +125,11 @@ pub struct Args {
     /// Worker threads for burn's CPU backend and the data loader (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// What computes the validation logits after every epoch: the deploy runtime (model and
+    /// EMA re-parameterized in memory, the same function as their train form to ~1e-6) or
+    /// burn's forward pass of the train form. `auto`: the runtime on the CPU, burn on a GPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub eval_engine: EngineArg,
     /// Threads that each compute the gradients of a part of every batch (CPU data
     /// parallelism; as in DDP, BatchNorm uses per-part statistics). burn's CPU backend
     /// parallelizes inside each operation; where that leaves cores idle, more workers fill
@@ -202,6 +209,24 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
         Trainer::new(cfg, &args.out, &dev, init)?
     };
     let mut trainer = trainer.with_extra_devices(&all[1..]);
+    let runtime_eval = match args.eval_engine {
+        EngineArg::Runtime => true,
+        EngineArg::Burn => false,
+        EngineArg::Auto => matches!(args.device, DeviceArg::Cpu),
+    };
+    if runtime_eval {
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let name = trainer.cfg.model.clone();
+        let engine: Engine = Arc::new(move |m: &Model| {
+            // Folding is idempotent, so the deploy-form model of the last step passes too.
+            let rt = RuntimeLogits::new(m, Form::Train, &name, None, threads)
+                .map_err(|e| repghost::Error::Invalid(format!("{e:#}")))?;
+            Ok(Box::new(rt) as Box<dyn Logits>)
+        });
+        trainer = trainer.with_eval_engine(engine);
+    }
     let classes = train_ds.classes();
     if classes.len() > trainer.cfg.net.num_classes {
         bail!(

@@ -14,5 +14,5 @@ mod trainer;
 
 pub use checkpoint::{EpochRow, TrainState};
 pub use config::{scaled_lr, TrainConfig};
-pub use eval::evaluate;
+pub use eval::{evaluate, evaluate_with, Engine, Logits};
 pub use trainer::{Data, Observer, Outcome, StepInfo, Summary, Trainer};

@@ -16,7 +16,7 @@ use repghost_data::Rng;
 use super::checkpoint::{self, metrics_csv, Checkpoint, EpochRow, TrainState};
 use super::config::TrainConfig;
 use super::ema::Ema;
-use super::eval::evaluate;
+use super::eval::{evaluate, evaluate_with, Engine};
 use super::schedule::{warmup_steps, Schedule};
 use super::sgd::Sgd;
 use super::step::{gradients, StepBatch};
@@ -83,6 +83,8 @@ pub struct Trainer {
     ema: Option<Ema>,
     sgd: Sgd,
     pub state: TrainState,
+    /// Computes validation logits; burn's forward pass when `None`.
+    engine: Option<Engine>,
 }
 
 impl Trainer {
@@ -111,6 +113,7 @@ impl Trainer {
             ema,
             sgd,
             state: TrainState::default(),
+            engine: None,
         })
     }
 
@@ -156,6 +159,7 @@ impl Trainer {
             ema,
             sgd,
             state: ck.state,
+            engine: None,
         })
     }
 
@@ -164,6 +168,26 @@ impl Trainer {
     pub fn with_extra_devices(mut self, extra: &[Device]) -> Self {
         self.devices.extend(extra.iter().map(|d| d.clone().autodiff()));
         self
+    }
+
+    /// Computes validation logits with `engine` instead of burn's forward pass (the CLI
+    /// evaluates with the deploy runtime, which is several times faster on the CPU).
+    pub fn with_eval_engine(mut self, engine: Engine) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    fn evaluate(&self, model: &Model, data: &Data, val: &[usize]) -> Result<Report> {
+        match &self.engine {
+            Some(make) => evaluate_with(
+                &mut *make(model)?,
+                model.config().num_classes,
+                data.val.clone(),
+                val,
+                &self.cfg.eval,
+            ),
+            None => evaluate(model, data.val.clone(), val, &self.cfg.eval),
+        }
     }
 
     fn steps_per_epoch(&self, n_train: usize) -> usize {
@@ -289,9 +313,9 @@ impl Trainer {
 
             obs.evaluating(epoch);
             let val = self.val_indices(data);
-            let report = evaluate(&self.model.valid(), data.val.clone(), &val, &self.cfg.eval)?;
+            let report = self.evaluate(&self.model.valid(), data, &val)?;
             let ema_report = match &self.ema {
-                Some(e) => Some(evaluate(&e.model, data.val.clone(), &val, &self.cfg.eval)?),
+                Some(e) => Some(self.evaluate(&e.model, data, &val)?),
                 None => None,
             };
             let row = EpochRow {
@@ -418,7 +442,7 @@ impl Trainer {
             )));
         }
         self.save_weights(&deploy, Form::Deploy, "deploy.safetensors")?;
-        let deploy_report = evaluate(&deploy, data.val.clone(), &val, &self.cfg.eval)?;
+        let deploy_report = self.evaluate(&deploy, data, &val)?;
         Ok(Summary {
             history: self.state.history.clone(),
             deploy_report,
