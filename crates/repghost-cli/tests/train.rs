@@ -89,34 +89,27 @@ fn a_run_leaves_metrics_curves_and_deployable_weights() {
     assert_eq!(cfg["epochs"], 2);
 
     // The deploy weights carry their preprocessing: eval needs no flags.
-    let o = repghost(&[
-        "eval",
-        "--weights",
-        s(&run.join("deploy.safetensors")),
-        "--data",
-        s(data.path()),
-        "--format",
-        "json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["images"], 32);
+    let deploy = run.join("deploy.safetensors");
+    let eval = |engine: &str| -> serde_json::Value {
+        let o = repghost(&[
+            "eval",
+            "--weights",
+            s(&deploy),
+            "--data",
+            s(data.path()),
+            "--engine",
+            engine,
+            "--format",
+            "json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    assert_eq!(eval("auto")["images"], 32);
 
     // The per-epoch validation ran on the deploy runtime; burn's forward pass of the same
     // (EMA) weights gives the accuracy metrics.csv recorded for the last epoch.
-    let o = repghost(&[
-        "eval",
-        "--weights",
-        s(&run.join("deploy.safetensors")),
-        "--data",
-        s(data.path()),
-        "--engine",
-        "burn",
-        "--format",
-        "json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let burn: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let burn = eval("burn");
     let last: Vec<f64> = rows[2].split(',').map(|v| v.parse().unwrap()).collect();
     for (col, key) in [(5, "top1"), (6, "top5")] {
         let recorded = last[col];
