@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Continue the run in --out from its last.ckpt (its config.json is used; other flags
-    /// except --data, --device and --threads are ignored).
+    /// except --data, --device, --threads and --eval-engine are ignored).
     #[arg(long)]
     pub resume: bool,
     /// Start from these weights (train form: a native, official or timm checkpoint); the
