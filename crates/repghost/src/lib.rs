@@ -2,6 +2,7 @@
 //! Re-parameterization* (Chen et al., arXiv 2211.06088), its GhostNet baseline, exact
 //! re-parameterization, and import of official and timm checkpoints.
 
+mod bnorm;
 pub mod bottleneck;
 pub mod config;
 pub mod count;

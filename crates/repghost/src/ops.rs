@@ -11,7 +11,8 @@
 //!   `[C, N·H·W]` through an axis swap, which copies the activation twice each way; reducing
 //!   `[N, C, H·W]` over its last axis and then its first needs no copy.
 //!
-//! Depthwise convs go to [`crate::dwconv`] on the CPU backend (`f32`); the stem conv, and
+//! On the CPU backend (`f32`), training-mode BatchNorm goes to [`crate::bnorm`] (one fused
+//! op forward and backward) and depthwise convs to [`crate::dwconv`]; the stem conv, and
 //! every conv on other backends, to burn's `Conv2d::forward`. The training
 //! step's speed is measured by `repghost bench --engine train-step`.
 
@@ -19,7 +20,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
 
-use crate::dwconv;
+use crate::{bnorm, dwconv};
 
 /// Spatial size (`H·W`) from which a 1×1 conv runs as one matrix product per image; below
 /// it, as one product over all pixels of the batch (measured on a 2-core AVX2 CPU, batch 32:
@@ -93,19 +94,45 @@ pub(crate) fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     }
     let [n, c, h, w] = x.dims();
     let x = x.reshape([n, c, h * w]);
-    let mean = x.clone().mean_dim(2).mean_dim(0);
-    let centred = x - mean.clone();
-    let var = (centred.clone() * centred.clone()).mean_dim(2).mean_dim(0);
-    let scale = (var.clone() + bn.epsilon).sqrt().recip() * bn.gamma.val().reshape([1, c, 1]);
-    let y = centred * scale + bn.beta.val().reshape([1, c, 1]);
+    let (y, mean, var) = if bnorm::supported(&x, &bn.gamma.val()) {
+        let (mean, var) = bnorm::batch_stats(&x);
+        let y = bnorm::batch_norm_train(
+            x,
+            bn.gamma.val(),
+            bn.beta.val(),
+            mean.clone(),
+            var.clone(),
+            bn.epsilon,
+        );
+        (y, mean, var)
+    } else {
+        batch_norm_tensor_ops(x, bn.gamma.val(), bn.beta.val(), bn.epsilon)
+    };
 
     let device = y.device();
     let m = bn.momentum;
-    let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<3>| {
+    let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
         let running = state.value_sync().to_device(&device).mul_scalar(1.0 - m);
-        state.update(running.add(batch.detach().reshape([c]).mul_scalar(m)).detach());
+        state.update(running.add(batch.detach().mul_scalar(m)).detach());
     };
     update(&bn.running_mean, mean);
     update(&bn.running_var, var);
     y.reshape([n, c, h, w])
+}
+
+/// Training-mode BatchNorm of `x` `[n, c, hw]` written with tensor ops (the path of the GPU
+/// backends): the output and the batch mean and biased variance (`[c]`).
+pub(crate) fn batch_norm_tensor_ops(
+    x: Tensor<3>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> (Tensor<3>, Tensor<1>, Tensor<1>) {
+    let c = x.dims()[1];
+    let mean = x.clone().mean_dim(2).mean_dim(0);
+    let centred = x - mean.clone();
+    let var = (centred.clone() * centred.clone()).mean_dim(2).mean_dim(0);
+    let scale = (var.clone() + eps).sqrt().recip() * gamma.reshape([1, c, 1]);
+    let y = centred * scale + beta.reshape([1, c, 1]);
+    (y, mean.reshape([c]), var.reshape([c]))
 }

@@ -52,9 +52,11 @@ fn whole_net_fold_is_exact_in_f64_for_every_variant() {
     }
 }
 
-/// As deployed, in f32: within 1e-5 relative (max |Δ| / max |logit|) for every variant.
-/// What remains is f32 rounding of the forward pass (measured 1.8e-6–8.1e-6 at these seeds;
-/// PyTorch's own train and deploy forms differ by ~2e-6); the fold itself is exact (above).
+/// As deployed, in f32: within 2e-5 relative (max |Δ| / max |logit|) for every variant.
+/// What remains is f32 rounding of the forward pass (measured 2.1e-6–1.3e-5 at these seeds,
+/// the largest for the `wo` ablation; 1.8e-6–8.1e-6 before the calibration's batch statistics
+/// were summed in f64, which changes the calibrated weights in their last bits; PyTorch's own
+/// train and deploy forms differ by ~2e-6); the fold itself is exact (above).
 #[test]
 fn whole_net_deploy_equals_train_in_f32_for_every_variant() {
     let device = Device::flex();
@@ -63,7 +65,7 @@ fn whole_net_deploy_equals_train_in_f32_for_every_variant() {
         let x = input(&device, [2, 3, 64, 64]);
         let a = host(train.forward(x.clone()));
         let b = host(train.reparameterize().forward(x));
-        let tol = 1e-5;
+        let tol = 2e-5;
         let e = rel(&b, &a);
         eprintln!("{}: f32 deploy vs train {e:.2e}", v.name);
         assert!(e < tol, "{}: deploy vs train relative error {e:.2e}", v.name);
