@@ -18,6 +18,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
+use crate::dwconv::host;
+
 use kernel::Shape;
 
 #[backend_extension(Flex, Autodiff)]
@@ -69,18 +71,6 @@ pub(crate) fn batch_norm_train(
         var.into_dispatch(),
         eps,
     ))
-}
-
-fn host(t: &FloatTensor<Flex>) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => s.into(),
-        None => t
-            .to_contiguous()
-            .as_slice::<f32>()
-            .expect("contiguous f32")
-            .to_vec()
-            .into(),
-    }
 }
 
 fn shape(x: &FloatTensor<Flex>) -> Shape {

@@ -47,7 +47,8 @@ pub(crate) fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, p
     ))
 }
 
-fn host(t: &FloatTensor<Flex>) -> std::borrow::Cow<'_, [f32]> {
+/// The `f32` values of a CPU-backend tensor, contiguous (copied only if it is a strided view).
+pub(crate) fn host(t: &FloatTensor<Flex>) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => s.into(),
         None => t
