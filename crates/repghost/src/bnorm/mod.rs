@@ -143,32 +143,23 @@ impl<C: CheckpointStrategy> BatchNormBackend for Autodiff<Flex, C> {
             .compute_bound()
             .stateful();
         let (mean, var) = (mean.into_primitive(), var.into_primitive());
-        match prep {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&gamma),
-                    host(&mean).into_owned(),
-                    kernel::inv_std(&host(&var), eps),
-                );
-                let y = Flex::batch_norm_train(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    mean,
-                    var,
-                    eps,
-                );
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::batch_norm_train(
+        let stats = (host(&mean).into_owned(), kernel::inv_std(&host(&var), eps));
+        let forward = |x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>| {
+            Flex::batch_norm_train(
                 x.into_primitive(),
                 gamma.into_primitive(),
                 beta.into_primitive(),
                 mean,
                 var,
                 eps,
-            )),
+            )
+        };
+        match prep {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&gamma), stats.0, stats.1);
+                prep.finish(state, forward(x, gamma, beta))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, gamma, beta)),
         }
     }
 }
