@@ -45,6 +45,23 @@ def ort_time(path, batch, size, threads, runs):
     return float(np.median(ts)), float(np.min(ts))
 
 
+def prepare(name, size, d):
+    """A timm model with random weights (seed 0), as our deploy safetensors (`repghost convert`)
+    and as an ONNX file of timm's re-parameterized form, both in directory `d`."""
+    torch.manual_seed(0)
+    m = timm.create_model(name).eval()
+    train = os.path.join(d, f"{name}.safetensors")
+    save_file({k: v.contiguous() for k, v in m.state_dict().items() if "num_batches" not in k}, train)
+    deploy = os.path.join(d, f"{name}.deploy.safetensors")
+    subprocess.run([BIN, "convert", "--weights", train, "--out", deploy], check=True, capture_output=True)
+    if hasattr(m, "convert_to_deploy"):
+        m.convert_to_deploy()
+    onnx_path = os.path.join(d, f"{name}.onnx")
+    torch.onnx.export(m, torch.randn(1, 3, size, size), onnx_path, input_names=["input"],
+                      output_names=["logits"], opset_version=13, dynamic_axes={"input": {0: "n"}}, dynamo=False)
+    return deploy, onnx_path
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["repghostnet_100"])
@@ -57,17 +74,7 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for name in args.models:
-            torch.manual_seed(0)
-            m = timm.create_model(name).eval()
-            train = os.path.join(d, f"{name}.safetensors")
-            save_file({k: v.contiguous() for k, v in m.state_dict().items() if "num_batches" not in k}, train)
-            deploy = os.path.join(d, f"{name}.deploy.safetensors")
-            subprocess.run([BIN, "convert", "--weights", train, "--out", deploy], check=True, capture_output=True)
-            if hasattr(m, "convert_to_deploy"):
-                m.convert_to_deploy()
-            onnx_path = os.path.join(d, f"{name}.onnx")
-            torch.onnx.export(m, torch.randn(1, 3, args.size, args.size), onnx_path, input_names=["input"],
-                              output_names=["logits"], opset_version=13, dynamic_axes={"input": {0: "n"}}, dynamo=False)
+            deploy, onnx_path = prepare(name, args.size, d)
             for batch in args.batch:
                 runs = args.runs if batch == 1 else max(10, args.runs // 4)
                 for threads in args.threads:

@@ -2,9 +2,10 @@
 """Where the time goes, per kind of layer, in ONNX Runtime and in our runtime, on the same
 weights in one run: the diagnostic behind the ORT comparison of docs/performance.md.
 
-A timm model with random weights (fixed seed) is converted with `repghost convert` and
-profiled with `repghost bench --profile`; the same model, re-parameterized by timm, is
-exported to ONNX and run by onnxruntime with its node profiler. ORT's Conv nodes are told
+The model of scripts/bench_ort.py (timm, random weights, fixed seed) is converted with
+`repghost convert` and profiled with `repghost bench --profile`; the same model,
+re-parameterized by timm, is exported to ONNX and run by onnxruntime with its node
+profiler. ORT's Conv nodes are told
 apart by their weight shape (1×1, depthwise, other). ORT's profiler slows it by 15–25%, so
 compare the shares, and take whole-model latencies from scripts/bench_ort.py.
 
@@ -22,12 +23,8 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-import timm
-import torch
-from safetensors.torch import save_file
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-BIN = os.path.join(ROOT, "target", "release", "repghost")
+from bench_ort import BIN, prepare
 
 
 def kind(args):
@@ -49,16 +46,7 @@ def main():
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        torch.manual_seed(0)
-        m = timm.create_model(args.model).eval()
-        train = os.path.join(d, "train.safetensors")
-        save_file({k: v.contiguous() for k, v in m.state_dict().items() if "num_batches" not in k}, train)
-        deploy = os.path.join(d, "deploy.safetensors")
-        subprocess.run([BIN, "convert", "--weights", train, "--out", deploy], check=True, capture_output=True)
-        m.convert_to_deploy()
-        path = os.path.join(d, "model.onnx")
-        torch.onnx.export(m, torch.randn(1, 3, args.size, args.size), path, input_names=["input"],
-                          output_names=["logits"], opset_version=13, dynamo=False)
+        deploy, path = prepare(args.model, args.size, d)
         so = ort.SessionOptions()
         so.intra_op_num_threads = args.threads
         so.inter_op_num_threads = 1
