@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Checks `repghost export-onnx` output with the ONNX reference tools: onnx.checker (full
-check, with shape inference) and ONNX Runtime, whose logits must match the PyTorch
-reference fixtures within 1e-4 relative (train and deploy form, RepGhostNet and GhostNet,
-batch 1 and a dynamic batch).
+"""Checks `repghost export-onnx` output with three consumers: onnx.checker (full check, with
+shape inference), ONNX Runtime and OpenCV's DNN module, whose logits must match the PyTorch
+reference fixtures within 1e-4 relative (train and deploy form, RepGhostNet with SE and
+GhostNet, batch 1 and a dynamic batch).
 
-    pip install onnx onnxruntime numpy
+    pip install onnx onnxruntime opencv-python-headless numpy
     cargo build --release && python scripts/check_onnx.py
 """
 import os
@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -26,6 +27,10 @@ CASES = [
     ("repghostnet_0_2x_fused.pth", ["--model", "repghostnet_0_2x"], "repghostnet_0_2x_logits.npy", "deploy", True),
     ("ghostnet_050.safetensors", [], "ghostnet_050_logits.npy", "deploy", True),
 ]
+
+
+def rel(y, want):
+    return float(np.abs(y - want).max() / np.abs(want).max())
 
 
 def main():
@@ -43,11 +48,19 @@ def main():
             s = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
             xx = x if dynamic else x[:1]
             y = s.run(None, {"input": xx})[0]
-            want = np.load(os.path.join(FIX, ref))[: len(y)]
-            err = float(np.abs(y - want).max() / np.abs(want).max())
-            ok = err < 1e-4 and (("BatchNormalization" in ops) == (form == "train"))
+            want = np.load(os.path.join(FIX, ref))
+            err = rel(y, want[: len(y)])
+            try:
+                net = cv2.dnn.readNetFromONNX(out)
+                net.setInput(x[:1])
+                cv_err = rel(net.forward(), want[:1])
+            except cv2.error as e:
+                cv_err = float("inf")
+                print(f"    OpenCV DNN: {str(e).strip().splitlines()[-1]}")
+            ok = err < 1e-4 and cv_err < 1e-4 and (("BatchNormalization" in ops) == (form == "train"))
             failed += not ok
-            print(f"{'ok ' if ok else 'BAD'} {weights} {form} batch {len(y)}: relative error {err:.2e}; ops {ops}")
+            print(f"{'ok ' if ok else 'BAD'} {weights} {form}: ONNX Runtime batch {len(y)} relative error {err:.2e}, "
+                  f"OpenCV DNN {cv_err:.2e}; ops {ops}")
     sys.exit(1 if failed else 0)
 
 

@@ -2,6 +2,8 @@
 //! non-zero exit code (2 for usage errors: bad flags, unknown model names; 1 for everything
 //! else: missing or corrupt files, mismatched weights, failed computations).
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 mod device;
 

@@ -4,6 +4,7 @@
 
 mod common;
 use common::{repghost, s};
+use repghost::metrics::rel_diff as rel;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -15,12 +16,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn read_npy(p: &Path) -> Vec<f32> {
     repghost::npy::read(p).unwrap().data
-}
-
-fn rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 /// A failing run: exit code `code`, exactly one line on stderr containing every `needle`.

@@ -127,6 +127,91 @@ fn a_run_leaves_metrics_curves_and_deployable_weights() {
     assert!(err.contains("--resume") && err.lines().count() == 1, "{err}");
 }
 
+/// A folder holding the user's own file and another run's `last.ckpt`: `train` and `demo`
+/// refuse it, and with `--overwrite` replace the run's files only; the user's file survives
+/// every command. The demo replaces its own previous run without being asked.
+#[test]
+fn train_and_demo_never_delete_what_they_did_not_write() {
+    let data = tempfile::tempdir().unwrap();
+    write_idx(data.path(), 128, 32);
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let notes = run.join("notes.txt");
+    std::fs::write(&notes, "six hours of training").unwrap();
+    let foreign = b"another run's checkpoint";
+    std::fs::write(run.join("last.ckpt"), foreign).unwrap();
+    let user_file_intact = || {
+        assert_eq!(std::fs::read_to_string(&notes).unwrap(), "six hours of training");
+    };
+    let ckpt = || std::fs::read(run.join("last.ckpt")).unwrap();
+    let model = || -> String {
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+        cfg["model"].as_str().unwrap().to_string()
+    };
+    let train = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--data",
+            s(data.path()),
+            "--out",
+            s(&run),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--model",
+            "repghostnet_025",
+        ];
+        a.extend_from_slice(extra);
+        repghost(&a)
+    };
+    let demo = |extra: &[&str]| {
+        let mut a = vec![
+            "demo",
+            "--data",
+            s(data.path()),
+            "--out",
+            s(&run),
+            "--limit",
+            "64",
+            "--epochs",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        repghost(&a)
+    };
+    let refused = |o: std::process::Output| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("--overwrite") && err.lines().count() == 1, "{err}");
+    };
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+
+    refused(train(&[]));
+    refused(demo(&[]));
+    assert_eq!(ckpt(), foreign);
+    user_file_intact();
+
+    ok(train(&["--overwrite"]));
+    assert_ne!(ckpt(), foreign);
+    assert_eq!(model(), "repghostnet_025");
+    user_file_intact();
+
+    // The train run is another run to the demo: refused, then replaced when asked.
+    refused(demo(&[]));
+    assert_eq!(model(), "repghostnet_025");
+    ok(demo(&["--overwrite"]));
+    assert_eq!(model(), "repghostnet_050");
+    user_file_intact();
+    // Its own previous run the demo replaces unasked.
+    ok(demo(&[]));
+    user_file_intact();
+}
+
 /// Starts a 3-epoch training run of `data` into `run` and sends `signal` (a `kill` flag) at
 /// its first progress line; the exit status and everything it printed on stderr.
 fn interrupted_run(data: &Path, run: &Path, signal: &str) -> (std::process::ExitStatus, String) {

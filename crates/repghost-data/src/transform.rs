@@ -44,6 +44,18 @@ impl Preprocess {
         }
     }
 
+    /// ImageNet's preprocessing for a model with `channels` inputs; a one-channel model gets
+    /// timm's convention, the mean of the three means and of the three stds.
+    pub fn imagenet_for(channels: usize) -> Self {
+        let mut p = Preprocess::imagenet();
+        if channels == 1 {
+            p.mean = vec![0.449];
+            p.std = vec![0.226];
+            p.channels = 1;
+        }
+        p
+    }
+
     /// timm: `math.floor(img_size / crop_pct)`.
     pub fn scale_size(&self) -> usize {
         (self.img_size as f64 / self.crop_pct).floor() as usize

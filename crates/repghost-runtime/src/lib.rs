@@ -15,6 +15,8 @@
 
 // Kernels take their geometry, views and epilogue flags as plain arguments, like BLAS.
 #![allow(clippy::too_many_arguments)]
+// Every unsafe operation sits in its own block with the reason it holds.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod act;
 pub mod error;

@@ -323,14 +323,6 @@ impl Model {
             self.num_classes
         )
     }
-
-    /// Channels of the stride-8/16/32 maps.
-    pub fn feature_channels(&self) -> Vec<usize> {
-        FEATURE_STAGES
-            .iter()
-            .map(|&s| self.blocks[self.stage_ends[s]].ghost2.out_channels())
-            .collect()
-    }
 }
 
 impl std::fmt::Debug for Model {

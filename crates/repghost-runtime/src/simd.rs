@@ -69,13 +69,18 @@ macro_rules! multiversion {
         $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                /// # Safety
+                /// The CPU must have AVX-512F/VL, FMA and AVX2.
                 #[target_feature(enable = "avx512f,avx512vl,fma,avx2")]
                 unsafe fn avx512($($arg: $ty),*) { $body::<true>($($arg),*) }
+                /// # Safety
+                /// The CPU must have AVX2 and FMA.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) { $body::<true>($($arg),*) }
                 match $crate::simd::level() {
                     // SAFETY: level() checked that the CPU has these features.
                     $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: level() checked that the CPU has these features.
                     $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
                     $crate::simd::Level::Portable => {}
                 }
@@ -96,23 +101,35 @@ macro_rules! vector_dispatch {
             #[cfg(target_arch = "x86_64")]
             {
                 use $crate::vector::{F16, F4, F8};
+                /// # Safety
+                /// The CPU must have AVX-512F/VL, FMA and AVX2, and the arguments must meet
+                /// `$body`'s contract.
                 #[target_feature(enable = "avx512f,avx512vl,fma,avx2")]
                 unsafe fn avx512($($arg: $ty),*) {
-                    $body::<F16, F8, F4>($($arg),*)
+                    // SAFETY: the vector types match the features this function is built
+                    // for; the caller meets the rest of `$body`'s contract.
+                    unsafe { $body::<F16, F8, F4>($($arg),*) }
                 }
+                /// # Safety
+                /// The CPU must have AVX2 and FMA, and the arguments must meet `$body`'s
+                /// contract.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
-                    $body::<F8, F8, F4>($($arg),*)
+                    // SAFETY: as for `avx512`, with 8- and 4-lane vectors.
+                    unsafe { $body::<F8, F8, F4>($($arg),*) }
                 }
                 match $crate::simd::level() {
-                    // SAFETY: level() checked that the CPU has these features.
+                    // SAFETY: level() checked that the CPU has these features; the
+                    // dispatching function's caller checked the arguments.
                     $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
                     $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
                     $crate::simd::Level::Portable => {}
                 }
             }
             use $crate::vector::F1;
-            // SAFETY: F1 is plain scalar code.
+            // SAFETY: F1 is plain scalar code, which any CPU runs; the dispatching
+            // function's caller checked the arguments.
             unsafe { $body::<F1, F1, F1>($($arg),*) }
         }
     };

@@ -5,8 +5,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// A vector of `L` f32 lanes. All methods are `unsafe`: the caller guarantees the CPU
-/// supports the vector's instruction set and that pointers cover `L` floats.
+/// A vector of `L` f32 lanes.
+///
+/// # Safety
+/// Every method is `unsafe`: the caller guarantees that the CPU supports the vector's
+/// instruction set and that pointers cover `L` floats.
 pub trait Vf: Copy {
     const L: usize;
     unsafe fn load(p: *const f32) -> Self;
@@ -19,18 +22,24 @@ pub trait Vf: Copy {
 }
 
 /// Applies activation code `A` (see `Act::code`) lane-wise.
+///
+/// # Safety
+/// The CPU must support `V`'s instruction set.
 #[inline(always)]
 pub unsafe fn act<V: Vf, const A: u8>(v: V) -> V {
-    match A {
-        0 => v,
-        1 => V::max(v, V::splat(0.0)),
-        _ => {
-            let mut t = [0f32; 16];
-            v.store(t.as_mut_ptr());
-            for x in t.iter_mut().take(V::L) {
-                *x = crate::act::Act::apply_code::<A>(*x);
+    // SAFETY: the caller guarantees `V`'s instruction set; `t` holds 16 ≥ `L` floats.
+    unsafe {
+        match A {
+            0 => v,
+            1 => V::max(v, V::splat(0.0)),
+            _ => {
+                let mut t = [0f32; 16];
+                v.store(t.as_mut_ptr());
+                for x in t.iter_mut().take(V::L) {
+                    *x = crate::act::Act::apply_code::<A>(*x);
+                }
+                V::load(t.as_ptr())
             }
-            V::load(t.as_ptr())
         }
     }
 }
@@ -42,11 +51,15 @@ impl Vf for F1 {
     const L: usize = 1;
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
-        F1(*p)
+        // SAFETY: the caller upholds the trait's contract: the CPU has the vector's
+        // instruction set and the pointer covers `L` floats.
+        unsafe { F1(*p) }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
-        *p = self.0
+        // SAFETY: the caller upholds the trait's contract: the CPU has the vector's
+        // instruction set and the pointer covers `L` floats.
+        unsafe { *p = self.0 }
     }
     #[inline(always)]
     unsafe fn splat(v: f32) -> Self {
@@ -75,27 +88,39 @@ macro_rules! x86_vector {
             const L: usize = $l;
             #[inline(always)]
             unsafe fn load(p: *const f32) -> Self {
-                $name($load(p))
+                // SAFETY: the caller upholds the trait's contract: the CPU has the vector's
+                // instruction set and the pointer covers `L` floats.
+                unsafe { $name($load(p)) }
             }
             #[inline(always)]
             unsafe fn store(self, p: *mut f32) {
-                $store(p, self.0)
+                // SAFETY: the caller upholds the trait's contract: the CPU has the vector's
+                // instruction set and the pointer covers `L` floats.
+                unsafe { $store(p, self.0) }
             }
             #[inline(always)]
             unsafe fn splat(v: f32) -> Self {
-                $name($set1(v))
+                // SAFETY: the caller upholds the trait's contract: the CPU has the vector's
+                // instruction set and the pointer covers `L` floats.
+                unsafe { $name($set1(v)) }
             }
             #[inline(always)]
             unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
-                $name($fma(a.0, b.0, c.0))
+                // SAFETY: the caller upholds the trait's contract: the CPU has the vector's
+                // instruction set and the pointer covers `L` floats.
+                unsafe { $name($fma(a.0, b.0, c.0)) }
             }
             #[inline(always)]
             unsafe fn add(a: Self, b: Self) -> Self {
-                $name($add(a.0, b.0))
+                // SAFETY: the caller upholds the trait's contract: the CPU has the vector's
+                // instruction set and the pointer covers `L` floats.
+                unsafe { $name($add(a.0, b.0)) }
             }
             #[inline(always)]
             unsafe fn max(a: Self, b: Self) -> Self {
-                $name($max(a.0, b.0))
+                // SAFETY: the caller upholds the trait's contract: the CPU has the vector's
+                // instruction set and the pointer covers `L` floats.
+                unsafe { $name($max(a.0, b.0)) }
             }
         }
     };

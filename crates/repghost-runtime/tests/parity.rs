@@ -3,17 +3,12 @@
 //! poisoned with NaN before each run, so an element the engine forgot to write shows up.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use repghost::testing::{calibrated, Rng};
+use repghost::metrics::rel_diff as rel;
+use repghost::random::{calibrated, Rng};
 use repghost::variants::{resolve, VARIANTS};
 use repghost::weights::{self, Form};
 use repghost::Model as BurnModel;
 use repghost_runtime::{Layout, Model};
-
-fn rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
 
 fn deploy(name: &str, seed: u64) -> (BurnModel, Model) {
     let cfg = resolve(name).unwrap().1.config(10);

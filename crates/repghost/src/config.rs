@@ -196,11 +196,6 @@ impl NetConfig {
             })
             .collect()
     }
-
-    /// Whether RepGhost modules carry any fusion branch (the "norep" ablation has none).
-    pub fn has_fusion(&self) -> bool {
-        self.arch == Arch::RepGhost && (self.reparam_bn || self.reparam_identity)
-    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,6 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 
-use crate::layers::Classifier;
-
 /// Running totals over a walk of the net at a given input size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -30,8 +28,8 @@ impl Counts {
         [oh, ow]
     }
 
-    pub fn linear(&mut self, fc: &Classifier) {
-        let [out, d_in] = fc.weight.dims();
+    /// Adds one linear layer with an `[out, d_in]` weight and a bias.
+    pub fn linear(&mut self, [out, d_in]: [usize; 2]) {
         self.params += (out * d_in + out) as u64;
         self.macs += (out * d_in) as u64;
     }

@@ -42,6 +42,9 @@ pub enum Error {
         step: usize,
         global_step: usize,
     },
+    /// The deploy runtime refused the model or its input.
+    #[error("runtime: {0}")]
+    Runtime(#[from] repghost_runtime::Error),
     /// A sample could not be read during training or evaluation.
     #[error("{name}: {msg}")]
     Data { name: String, msg: String },

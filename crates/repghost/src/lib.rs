@@ -2,11 +2,14 @@
 //! Re-parameterization* (Chen et al., arXiv 2211.06088), its GhostNet baseline, exact
 //! re-parameterization, and import of official and timm checkpoints.
 
+#![forbid(unsafe_code)]
+
 mod bnorm;
 pub mod bottleneck;
 pub mod config;
 pub mod count;
 mod dwconv;
+pub mod engine;
 pub mod error;
 pub mod ghost_module;
 pub mod ghostnet;
@@ -27,5 +30,5 @@ pub mod npy;
 pub mod weights;
 
 pub use model::Model;
-pub mod testing;
+pub mod random;
 pub mod train;

@@ -3,6 +3,26 @@
 
 use serde::Serialize;
 
+/// `max |got − want| / max |want|`: the relative error every parity check in this project
+/// reports (0 when both are all zeros; NaN anywhere gives NaN).
+pub fn rel_diff<T: Copy + Into<f64>>(got: &[T], want: &[T]) -> f64 {
+    assert_eq!(got.len(), want.len(), "rel_diff of slices of different lengths");
+    let scale = want.iter().fold(0f64, |m, &v| m.max(v.into().abs()));
+    let mut diff = 0f64;
+    for (&a, &b) in got.iter().zip(want) {
+        let d = (a.into() - b.into()).abs();
+        if d.is_nan() {
+            return f64::NAN;
+        }
+        diff = diff.max(d);
+    }
+    if diff == 0.0 {
+        0.0
+    } else {
+        diff / scale
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Accumulator {
     n: usize,
@@ -60,6 +80,11 @@ impl Accumulator {
             self.per_class[y].0 += (better == 0) as usize;
             self.per_class[y].1 += 1;
         }
+    }
+
+    /// Top-1 accuracy so far (0 before any sample).
+    pub fn top1(&self) -> f64 {
+        self.top1 as f64 / self.n.max(1) as f64
     }
 
     pub fn report(&self, class_names: &[String]) -> Report {

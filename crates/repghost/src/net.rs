@@ -193,7 +193,7 @@ impl<G: GhostLayer> Net<G> {
         }
         c.conv(&self.final_conv.conv, x);
         c.conv(&self.conv_head, [1, 1]);
-        c.linear(&self.classifier);
+        c.linear(self.classifier.weight.dims());
         c
     }
 }

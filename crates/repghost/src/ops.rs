@@ -85,9 +85,12 @@ fn depthwise(conv: &Conv2d, c: usize) -> Option<(usize, usize)> {
     ok.then_some((s, p))
 }
 
-/// `bn.forward(x)`: batch statistics and a running-statistics update on an autodiff device
-/// (exactly as burn's `BatchNorm` does them: biased variance, `momentum` weighting the new
-/// batch), running statistics elsewhere or when the layer is frozen.
+/// `bn.forward(x)`: batch statistics and a running-statistics update on an autodiff device,
+/// running statistics elsewhere or when the layer is frozen. The update is PyTorch's:
+/// `momentum` weights the new batch, and the running variance takes the unbiased batch
+/// variance (× N/(N−1), N = n·h·w) while the normalization uses the biased one. (burn's own
+/// `BatchNorm` keeps the biased variance, which would drift from PyTorch by momentum/(N−1)
+/// per step.)
 pub(crate) fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     if !(x.device().is_autodiff() && bn.training.is_enabled()) {
         return bn.forward(x);
@@ -115,8 +118,10 @@ pub(crate) fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         let running = state.value_sync().to_device(&device).mul_scalar(1.0 - m);
         state.update(running.add(batch.detach().mul_scalar(m)).detach());
     };
+    let count = (n * h * w) as f64;
+    let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
     update(&bn.running_mean, mean);
-    update(&bn.running_var, var);
+    update(&bn.running_var, var.mul_scalar(unbiased));
     y.reshape([n, c, h, w])
 }
 

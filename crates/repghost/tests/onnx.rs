@@ -4,17 +4,13 @@
 
 use burn::tensor::{Device, TensorData};
 use prost::Message;
+use repghost::metrics::rel_diff as rel;
 use repghost::onnx::{export, proto::ModelProto, ExportOptions};
-use repghost::testing::{calibrated, Rng};
+use repghost::random::{calibrated, Rng};
 use repghost::variants::resolve;
 use repghost::weights::Form;
 use repghost::Model;
 use tract_onnx::prelude::*;
-
-fn rel(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
 
 fn tract_logits(bytes: &[u8], x: &[f32], shape: [usize; 4]) -> Vec<f32> {
     let model = tract_onnx::onnx()
@@ -83,6 +79,7 @@ fn exported_graphs_match_burn_in_tract() {
             "{name}: {ops:?}"
         );
         assert_eq!(ops.contains(&"Concat"), name.starts_with("ghostnet"), "{name}");
+        assert_no_default_attributes(&decoded, name);
         let shape = [batch, 3, size, size];
         let x = Rng::new(4).vec(shape.iter().product(), Rng::normal);
         let got = tract_logits(&bytes, &x, shape);
@@ -90,6 +87,37 @@ fn exported_graphs_match_burn_in_tract() {
         let e = rel(&got, &want);
         assert!(e < 1e-4, "{name} {form:?} batch {batch}: relative error {e:.2e}");
     }
+}
+
+/// Only attributes that differ from the ONNX default are written, as PyTorch's exporter does
+/// (OpenCV's DNN importer fails on an SE block whose HardSigmoid spells out `beta = 0.5`).
+/// The defaults here are the operator specification's.
+fn assert_no_default_attributes(m: &ModelProto, name: &str) {
+    let mut hard_sigmoids = 0;
+    for n in &m.graph.as_ref().unwrap().node {
+        for a in &n.attribute {
+            let default = match (n.op_type.as_str(), a.name.as_str()) {
+                ("HardSigmoid", "alpha") => a.f == 0.2,
+                ("HardSigmoid", "beta") => a.f == 0.5,
+                ("BatchNormalization", "epsilon") => a.f == 1e-5,
+                ("Conv", "group") | ("Flatten", "axis") => a.i == 1,
+                ("Conv", "strides" | "dilations") => a.ints.iter().all(|&v| v == 1),
+                ("Conv", "pads") => a.ints.iter().all(|&v| v == 0),
+                _ => false,
+            };
+            assert!(!default, "{name}: {} writes its default {}", n.op_type, a.name);
+        }
+        if n.op_type == "HardSigmoid" {
+            hard_sigmoids += 1;
+            let names: Vec<&str> = n.attribute.iter().map(|a| a.name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["alpha"],
+                "{name}: PyTorch's hard sigmoid is alpha 1/6, beta 0.5"
+            );
+        }
+    }
+    assert!(hard_sigmoids > 0, "{name}: the SE blocks export HardSigmoid");
 }
 
 #[test]

@@ -7,17 +7,12 @@ use repghost::bottleneck::Bottleneck;
 use repghost::config::{row_for_tests, Activation, Arch, NetConfig};
 use repghost::ghost_module::{GhostLayer, RepGhostModule};
 use repghost::ghostnet::GhostModule;
-use repghost::testing::{calibrated, model_to_f64, normal_input, randomize, to_f64};
+use repghost::metrics::rel_diff as rel;
+use repghost::random::{calibrated, model_to_f64, normal_input, randomize, to_f64};
 use repghost::variants::{resolve, VARIANTS};
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
-}
-
-/// max |a - b| / max |b|
-fn rel(a: &[f64], b: &[f64]) -> f64 {
-    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 fn input(device: &Device, shape: [usize; 4]) -> Tensor<4> {

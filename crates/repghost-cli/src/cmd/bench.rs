@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::tensor::{Device, Tensor, TensorData};
-use repghost::testing::Rng;
+use repghost::engine::to_runtime;
+use repghost::random::Rng;
 use repghost::variants::resolve;
 use repghost::weights::{self, Form, LoadOptions};
 use repghost::Model as BurnModel;
-use repghost_runtime::{Layout, Model as RtModel};
+use repghost_runtime::Layout;
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -91,7 +92,6 @@ pub fn run(args: Args) -> Result<()> {
         ));
     }
     let device = Device::flex();
-    let dir = tempfile_dir()?;
     let models: Vec<(String, BurnModel, Option<BurnModel>)> = match &args.weights {
         Some(w) => {
             let l = weights::load(w, &LoadOptions::default(), &device)?;
@@ -112,9 +112,7 @@ pub fn run(args: Args) -> Result<()> {
             .collect::<Result<_>>()?,
     };
     for (name, deploy, train) in &models {
-        let path = dir.join(format!("{name}.safetensors"));
-        weights::save(deploy, name, Form::Deploy, None, &path)?;
-        let rt = RtModel::load(&path)?;
+        let rt = to_runtime(deploy, Form::Deploy, name, None)?;
         let cin = deploy.config().in_chans;
         for &batch in &args.batch {
             let shape = [batch, cin, args.size, args.size];
@@ -205,7 +203,6 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -243,10 +240,4 @@ fn train_step(
         m = Some(sgd.step(cur, g, 1e-3));
         Ok(())
     })
-}
-
-fn tempfile_dir() -> Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("repghost-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
 }

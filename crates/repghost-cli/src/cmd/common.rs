@@ -3,16 +3,12 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use burn::tensor::{Tensor, TensorData};
 use repghost::weights::{self, LoadOptions, Loaded};
 use repghost::Model;
 use repghost_data::{Interpolation, Preprocess};
 
-use std::cell::RefCell;
-
-use repghost::weights::safetensors_io::{self, Meta};
-use repghost::weights::{state_dict, Form};
-use repghost_runtime::{Layout, Workspace};
+use repghost::engine::{BurnLogits, EngineKind, RuntimeLogits};
+use repghost::train::Logits;
 
 use crate::device::{device, DeviceArg};
 
@@ -67,6 +63,18 @@ pub enum EngineArg {
     Burn,
 }
 
+impl EngineArg {
+    /// Whether the runtime computes for a model on `device`.
+    pub fn uses_runtime(self, device: DeviceArg) -> bool {
+        let kind = match self {
+            EngineArg::Auto => EngineKind::Auto,
+            EngineArg::Runtime => EngineKind::Runtime,
+            EngineArg::Burn => EngineKind::Burn,
+        };
+        kind.uses_runtime(matches!(device, DeviceArg::Cpu))
+    }
+}
+
 /// Overrides of the preprocessing recorded in the weights (ImageNet's by default:
 /// resize shorter side to floor(224 / 0.875) = 256 bicubic, centre-crop 224, ImageNet mean/std).
 #[derive(clap::Args, Default)]
@@ -95,70 +103,12 @@ pub enum InterpArg {
     Nearest,
 }
 
-/// A runtime workspace and the input shape it was planned for.
-type Cached = ([usize; 4], Workspace);
-
 pub struct Runner {
     pub loaded: Loaded,
     pub model: Model,
-    pub device: burn::tensor::Device,
-    /// The runtime engine, when it computes.
-    runtime: Option<RefCell<RuntimeLogits>>,
-}
-
-/// The deploy runtime running one model, with the workspace of the last input shape.
-pub struct RuntimeLogits {
-    rt: repghost_runtime::Model,
-    cache: Option<Cached>,
-    threads: usize,
-}
-
-impl RuntimeLogits {
-    /// The runtime for an inference-form model; train-form weights are folded here first.
-    pub fn new(
-        model: &Model,
-        form: Form,
-        name: &str,
-        preprocess: Option<Preprocess>,
-        threads: usize,
-    ) -> Result<Self> {
-        let deploy = if form == Form::Deploy {
-            model.clone()
-        } else {
-            model.clone().reparameterize()
-        };
-        let meta = Meta {
-            model: name.to_string(),
-            config: deploy.config().clone(),
-            form: Form::Deploy,
-            preprocess,
-        };
-        let bytes = safetensors_io::to_bytes(&state_dict(&deploy, Form::Deploy), &meta)?;
-        Ok(RuntimeLogits {
-            rt: repghost_runtime::Model::from_bytes(&bytes)?,
-            cache: None,
-            threads: threads.max(1),
-        })
-    }
-
-    /// Logits `[n, classes]` of an `[n, c, h, w]` batch.
-    pub fn logits(&mut self, inputs: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
-        if self.cache.as_ref().map(|(s, _)| *s) != Some(shape) {
-            let ws = self
-                .rt
-                .workspace_threads(shape[0], shape[2], shape[3], self.threads)?;
-            self.cache = Some((shape, ws));
-        }
-        let (_, ws) = self.cache.as_mut().expect("just set");
-        Ok(self.rt.run(ws, inputs, Layout::Nchw)?.to_vec())
-    }
-}
-
-impl repghost::train::Logits for RuntimeLogits {
-    fn logits(&mut self, inputs: Vec<f32>, shape: [usize; 4]) -> repghost::Result<Vec<f32>> {
-        RuntimeLogits::logits(self, &inputs, shape)
-            .map_err(|e| repghost::Error::Invalid(format!("runtime: {e:#}")))
-    }
+    /// The runtime or burn.
+    engine: Box<dyn Logits>,
+    uses_runtime: bool,
 }
 
 pub fn load(args: &ModelArgs) -> Result<Runner> {
@@ -168,12 +118,8 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
     let device = device(args.device)?;
     let loaded = args.src.load(&device)?;
     let model = loaded.model.valid();
-    let use_runtime = match args.engine {
-        EngineArg::Runtime => true,
-        EngineArg::Burn => false,
-        EngineArg::Auto => matches!(args.device, DeviceArg::Cpu),
-    };
-    let runtime = if use_runtime {
+    let uses_runtime = args.engine.uses_runtime(args.device);
+    let engine: Box<dyn Logits> = if uses_runtime {
         let rt = RuntimeLogits::new(
             &model,
             loaded.form,
@@ -181,22 +127,22 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
             loaded.preprocess.clone(),
             args.threads,
         )?;
-        Some(RefCell::new(rt))
+        Box::new(rt)
     } else {
-        None
+        Box::new(BurnLogits::new(&model))
     };
     Ok(Runner {
         loaded,
         model,
-        device,
-        runtime,
+        engine,
+        uses_runtime,
     })
 }
 
 impl Runner {
     /// "runtime" or "burn".
     pub fn engine_name(&self) -> &'static str {
-        if self.runtime.is_some() {
+        if self.uses_runtime {
             "runtime"
         } else {
             "burn"
@@ -206,16 +152,11 @@ impl Runner {
     /// The weights' preprocessing (or ImageNet's, adapted to the input channels), with overrides.
     pub fn preprocess(&self, o: &PreprocessArgs) -> Result<Preprocess> {
         let channels = self.model.config().in_chans;
-        let mut p = self.loaded.preprocess.clone().unwrap_or_else(|| {
-            let mut p = Preprocess::imagenet();
-            if channels == 1 {
-                // timm's convention for one-channel models: the mean of the means and stds.
-                p.mean = vec![0.449];
-                p.std = vec![0.226];
-                p.channels = 1;
-            }
-            p
-        });
+        let mut p = self
+            .loaded
+            .preprocess
+            .clone()
+            .unwrap_or_else(|| Preprocess::imagenet_for(channels));
         if let Some(v) = o.img_size {
             p.img_size = v;
         }
@@ -246,14 +187,8 @@ impl Runner {
     }
 
     /// Logits `[n, classes]` of an `[n, c, h, w]` batch.
-    pub fn logits(&self, inputs: Vec<f32>, shape: [usize; 4]) -> Result<Vec<f32>> {
-        if let Some(rt) = &self.runtime {
-            return rt.borrow_mut().logits(&inputs, shape);
-        }
-        let x = Tensor::<4>::from_data(TensorData::new(inputs, shape), &self.device);
-        let y = self.model.forward(x).into_data().convert::<f32>();
-        y.try_into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))
+    pub fn logits(&mut self, inputs: Vec<f32>, shape: [usize; 4]) -> repghost::Result<Vec<f32>> {
+        self.engine.logits(inputs, shape)
     }
 
     /// Class names: `--labels`, else ImageNet's for 1000 classes, else indices.
@@ -271,5 +206,11 @@ impl Runner {
             None if n == 1000 => Ok(repghost_data::labels::imagenet()),
             None => Ok((0..n).map(|i| i.to_string()).collect()),
         }
+    }
+}
+
+impl Logits for Runner {
+    fn logits(&mut self, inputs: Vec<f32>, shape: [usize; 4]) -> repghost::Result<Vec<f32>> {
+        Runner::logits(self, inputs, shape)
     }
 }

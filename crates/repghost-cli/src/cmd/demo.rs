@@ -6,10 +6,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use burn::tensor::{Device, Tensor, TensorData};
-use clap::Parser;
-use repghost::testing::{calibrated, normal_input};
+use repghost::engine::to_runtime;
+use repghost::metrics::rel_diff;
+use repghost::random::{calibrated, normal_input};
+use repghost::train::{clear_run, Data, DataShape, Preset, TrainConfig, Trainer};
 use repghost::variants::resolve;
 use repghost::weights::{self, Form, LoadOptions};
 use repghost::Model;
@@ -33,12 +35,11 @@ pub struct Args {
     /// Folder with the Fashion-MNIST IDX files (default: the Debian package's).
     #[arg(long)]
     data: Option<PathBuf>,
-}
-
-#[derive(Parser)]
-struct TrainCli {
-    #[command(flatten)]
-    a: train::Args,
+    /// Replace the run files (config.json, metrics.csv, curves.png, last.ckpt,
+    /// best.safetensors, deploy.safetensors) of another training run in --out. A previous
+    /// demo run there is replaced without it; other files are never touched.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 fn median_ms(runs: usize, f: impl FnMut()) -> f64 {
@@ -52,12 +53,7 @@ fn latencies(train: &Model, deploy: &Model, name: &str, side: usize) -> Result<[
     let x = normal_input([1, c, side, side], 3, &device);
     let a = median_ms(30, || drop(train.forward(x.clone()).into_data()));
     let b = median_ms(30, || drop(deploy.forward(x.clone()).into_data()));
-    let dir = std::env::temp_dir().join(format!("repghost-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("deploy.safetensors");
-    weights::save(deploy, name, Form::Deploy, None, &path)?;
-    let rt = repghost_runtime::Model::load(&path)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    let rt = to_runtime(deploy, Form::Deploy, name, None)?;
     let mut ws = rt.workspace(1, side, side)?;
     let host: Vec<f32> = x
         .into_data()
@@ -85,11 +81,6 @@ fn host(t: Tensor<2>) -> Vec<f32> {
         .convert::<f32>()
         .try_to_vec::<f32>()
         .unwrap_or_default()
-}
-
-fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
-    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12) as f64;
-    a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs())) as f64 / scale
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -128,13 +119,48 @@ fn without_data() -> Result<()> {
     Ok(())
 }
 
+/// The demo's run: 0.5× with the small-image preset, batch 64, and neither random erasing
+/// nor dropout (a short run learns faster without the regularizers meant for long ones).
+fn demo_config(args: &Args, data: &Data, name: &str) -> Result<TrainConfig> {
+    let (model, variant) = resolve("repghostnet_050")?;
+    let net = variant.config(data.train.classes().len().max(2));
+    let shape = DataShape::first_of(&*data.train)?;
+    let mut cfg = TrainConfig::preset(Preset::Small, &model, net, true, name, shape, 64);
+    cfg.epochs = args.epochs.max(1);
+    cfg.limit = Some(args.limit);
+    cfg.augment.erase_p = 0.0;
+    cfg.net = cfg.net.with_dropout(0.0);
+    Ok(cfg)
+}
+
+/// Whether `out` holds a run other than the demo's own with `cfg` (which the demo may
+/// replace): any `last.ckpt` whose `config.json` differs.
+fn holds_another_run(out: &std::path::Path, cfg: &TrainConfig) -> bool {
+    if !out.join("last.ckpt").exists() {
+        return false;
+    }
+    let same = std::fs::read(out.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<TrainConfig>(&b).ok())
+        .is_some_and(|c| &c == cfg);
+    !same
+}
+
 fn with_data(args: &Args) -> Result<()> {
-    let data = args
+    let name = args
         .data
         .as_ref()
         .map_or("fashion-mnist".to_string(), |p| p.display().to_string());
+    let data = train::open_data(&name)?;
+    let cfg = demo_config(args, &data, &name)?;
+    if holds_another_run(&args.out, &cfg) && !args.overwrite {
+        bail!(
+            "{}: holds another training run (last.ckpt); choose another --out, or pass --overwrite to replace its run files",
+            args.out.display()
+        );
+    }
     if args.out.join("last.ckpt").exists() {
-        std::fs::remove_dir_all(&args.out)?;
+        clear_run(&args.out)?;
     }
     println!(
         "1. Training repghostnet_050 on the first {} Fashion-MNIST images for {} epoch(s) (output: {})",
@@ -142,27 +168,8 @@ fn with_data(args: &Args) -> Result<()> {
         args.epochs,
         args.out.display()
     );
-    let cli = TrainCli::try_parse_from([
-        "train",
-        "--model",
-        "repghostnet_050",
-        "--data",
-        &data,
-        "--out",
-        &args.out.display().to_string(),
-        "--epochs",
-        &args.epochs.to_string(),
-        "--limit",
-        &args.limit.to_string(),
-        "--batch-size",
-        "64",
-        // A short run learns faster without the regularizers meant for long ones.
-        "--erase",
-        "0",
-        "--dropout",
-        "0",
-    ])?;
-    let Some((trainer, summary)) = train::execute(&cli.a)? else {
+    let trainer = Trainer::new(cfg, &args.out, &Device::flex(), None)?;
+    let Some((trainer, summary)) = train::fit(trainer, &data, &args.out, None, true)? else {
         println!("interrupted; the checkpoint is in {}", args.out.display());
         return Ok(());
     };
@@ -186,8 +193,12 @@ fn with_data(args: &Args) -> Result<()> {
     let classes = ds.classes();
     let mut worst = 0f64;
     let mut shown = 0;
-    println!("\n3. Re-parameterized vs train form on 256 test images, and the first predictions:");
-    for b in batches(ds.clone(), (0..256).collect(), pre.clone(), 128, 1) {
+    println!(
+        "\n3. Re-parameterized vs train form on {} test images, and the first predictions:",
+        ds.len().min(256)
+    );
+    let probe: Vec<usize> = (0..ds.len().min(256)).collect();
+    for b in batches(ds.clone(), probe, pre.clone(), 128, 1) {
         let x = Tensor::<4>::from_data(TensorData::new(b.inputs, b.shape), &device);
         let a = host(train_model.forward(x.clone()));
         let d = host(deploy.model.forward(x));

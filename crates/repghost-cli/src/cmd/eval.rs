@@ -2,15 +2,11 @@
 //! batches (bounded memory) with decoding on all cores.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use repghost::metrics::Accumulator;
-use repghost_data::dataset::{batches, Dataset};
-use repghost_data::folder::ImageFolder;
-use repghost_data::idx::{self, Split};
+use repghost::train::evaluate_streaming;
+use repghost_data::idx::Split;
 
 use super::common::{self, ModelArgs, PreprocessArgs};
 
@@ -48,45 +44,15 @@ enum Format {
     Json,
 }
 
-fn has_idx(dir: &Path) -> bool {
-    ["t10k-images-idx3-ubyte", "train-images-idx3-ubyte"]
-        .iter()
-        .any(|s| dir.join(s).is_file() || dir.join(format!("{s}.gz")).is_file())
-}
-
-/// The dataset named by `--data`.
-pub fn open(data: &str, split: Split) -> Result<Arc<dyn Dataset>> {
-    if data == "fashion-mnist" {
-        return Ok(Arc::new(idx::load(None, split)?));
-    }
-    let root = PathBuf::from(data);
-    if !root.exists() {
-        bail!("{data}: no such directory (give an ImageFolder directory or `fashion-mnist`)");
-    }
-    if has_idx(&root) {
-        return Ok(Arc::new(idx::load(Some(&root), split)?));
-    }
-    let sub: &[&str] = match split {
-        Split::Test => &["val", "test", "validation"],
-        Split::Train => &["train"],
-    };
-    let dir = sub
-        .iter()
-        .map(|s| root.join(s))
-        .find(|p| p.is_dir())
-        .unwrap_or(root);
-    Ok(Arc::new(ImageFolder::open(&dir)?))
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let runner = common::load(&args.model)?;
+    let mut runner = common::load(&args.model)?;
     let pre = runner.preprocess(&args.pre)?;
     let split = if args.split == SplitArg::Train {
         Split::Train
     } else {
         Split::Test
     };
-    let ds = open(&args.data, split)?;
+    let ds = repghost_data::open(&args.data, split)?;
     let classes = ds.classes();
     let nc = runner.model.config().num_classes;
     if classes.len() > nc {
@@ -114,40 +80,37 @@ pub fn run(args: Args) -> Result<()> {
         None
     };
     let start = Instant::now();
-    let mut acc = Accumulator::new(classes.len());
-    let mut failed = Vec::new();
-    let mut done = 0usize;
     let mut next_log = n / 10;
-    for batch in batches(ds.clone(), (0..n).collect(), pre, args.model.batch_size, 3) {
-        failed.extend(batch.failed);
-        done += batch.labels.len() + batch.indices.len().saturating_sub(batch.labels.len());
-        if !batch.labels.is_empty() {
-            let labels = batch.labels.clone();
-            let logits = runner.logits(batch.inputs, batch.shape)?;
-            acc.update(&logits, &labels);
-        }
-        let r = acc.report(&classes);
-        let msg = format!("top-1 {:.2}%", 100.0 * r.top1);
-        match &bar {
-            Some(b) => {
-                b.set_position(done as u64 + failed.len() as u64);
-                b.set_message(msg);
+    let indices: Vec<usize> = (0..n).collect();
+    let e = evaluate_streaming(
+        &mut runner,
+        ds.clone(),
+        &indices,
+        &pre,
+        args.model.batch_size,
+        &mut |done, acc| {
+            let msg = format!("top-1 {:.2}%", 100.0 * acc.top1());
+            match &bar {
+                Some(b) => {
+                    b.set_position(done as u64);
+                    b.set_message(msg);
+                }
+                None if done >= next_log => {
+                    eprintln!(
+                        "{done}/{n} images, {msg}, {:.1} images/s",
+                        done as f64 / start.elapsed().as_secs_f64()
+                    );
+                    next_log = done + n / 10;
+                }
+                None => {}
             }
-            None if done >= next_log => {
-                eprintln!(
-                    "{done}/{n} images, {msg}, {:.1} images/s",
-                    done as f64 / start.elapsed().as_secs_f64()
-                );
-                next_log = done + n / 10;
-            }
-            None => {}
-        }
-    }
+        },
+    )?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let (r, failed) = (e.report, e.failed);
     let secs = start.elapsed().as_secs_f64();
-    let r = acc.report(&classes);
     let rate = r.images as f64 / secs;
     match args.format {
         Format::Json => {

@@ -88,7 +88,7 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let runner = common::load(&args.model)?;
+    let mut runner = common::load(&args.model)?;
     let cfg = runner.model.config().clone();
     let names = runner.class_names(args.labels.as_ref())?;
     let nc = cfg.num_classes;

@@ -3,14 +3,15 @@
 //! latency next to its ImageNet accuracy — written as `REPORT.md` and PNG plots.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::tensor::{Device, Tensor, TensorData};
-use repghost::testing::Rng;
+use repghost::engine::to_runtime;
+use repghost::random::Rng;
 use repghost::variants::{resolve, Variant, VARIANTS};
-use repghost::weights::{self, Form};
+use repghost::weights::Form;
 use repghost::Model as BurnModel;
 use repghost_runtime::{Layout, Model as RtModel};
 
@@ -45,13 +46,11 @@ pub fn stats(runs: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
     (t[t.len() / 2], t[0], t[t.len() - 1])
 }
 
-fn deploy_runtime(v: &Variant, dir: &Path) -> Result<(BurnModel, BurnModel, RtModel)> {
+fn deploy_runtime(v: &Variant) -> Result<(BurnModel, BurnModel, RtModel)> {
     let device = Device::flex();
     let train = BurnModel::new(&v.config(1000), &device).valid();
     let deploy = train.clone().reparameterize();
-    let path = dir.join(format!("{}.safetensors", v.name));
-    weights::save(&deploy, v.name, Form::Deploy, None, &path)?;
-    let rt = RtModel::load(&path)?;
+    let rt = to_runtime(&deploy, Form::Deploy, v.name, None)?;
     Ok((train, deploy, rt))
 }
 
@@ -116,8 +115,6 @@ fn cpu_model() -> String {
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let tmp = args.out.join(".models");
-    std::fs::create_dir_all(&tmp)?;
     let (runs, threads) = (args.runs.max(3), args.threads.max(1));
     let mut md = String::new();
     let date = std::process::Command::new("date")
@@ -184,7 +181,7 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     writeln!(md, "| form | engine | latency (ms) |\n|---|---|---|")?;
     let v100 = resolve("repghostnet_100")?.1;
-    let (train, deploy, rt) = deploy_runtime(&v100, &tmp)?;
+    let (train, deploy, rt) = deploy_runtime(&v100)?;
     let tr = burn_latency(&train, runs);
     let de = burn_latency(&deploy, runs);
     let ru = runtime_latency(&rt, 1, threads, runs)?;
@@ -226,7 +223,7 @@ pub fn run(args: Args) -> Result<()> {
         points: Vec::new(),
     };
     for v in VARIANTS.iter().filter(|v| !v.ablation) {
-        let (_, deploy, rt) = deploy_runtime(v, &tmp)?;
+        let (_, deploy, rt) = deploy_runtime(v)?;
         let c = deploy.count([224, 224]);
         let b1 = runtime_latency(&rt, 1, threads, runs)?;
         let b32 = runtime_latency(&rt, 32, threads, (runs / 4).max(3))?;
@@ -283,7 +280,6 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     writeln!(md, "![accuracy vs latency](latency_accuracy.png)\n")?;
     writeln!(md, "Report generated in {:.0} s.", start.elapsed().as_secs_f64())?;
-    let _ = std::fs::remove_dir_all(&tmp);
     repghost::fsutil::write_atomic(&args.out.join("REPORT.md"), md.as_bytes())?;
     println!(
         "wrote {} ({:.0} s)",

@@ -2,23 +2,22 @@
 //! bar, per-epoch metrics, curves, resumable checkpoints, and deploy weights at the end.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use repghost::engine::runtime_engine;
 use repghost::train::{
-    scaled_lr, Data, Engine, EpochRow, Logits, Observer, Outcome, StepInfo, Summary, TrainConfig, Trainer,
+    clear_run, Data, DataShape, EpochRow, Observer, Outcome, Preset, StepInfo, Summary, TrainConfig, Trainer,
 };
 use repghost::variants::resolve;
 use repghost::weights::{self, Form, LoadOptions};
-use repghost::Model;
 use repghost_data::dataset::Dataset;
 use repghost_data::idx::Split;
-use repghost_data::{Augment, Crop, Interpolation, Preprocess};
+use repghost_data::Crop;
 
-use super::common::{EngineArg, RuntimeLogits};
-use super::eval::open;
+use super::common::EngineArg;
 use super::train_plot::plot_curves;
 use crate::device::{devices, DeviceArg};
 
@@ -40,6 +39,11 @@ pub struct Args {
     /// except --data, --device, --threads and --eval-engine are ignored).
     #[arg(long)]
     pub resume: bool,
+    /// Start a new run in an --out that holds one: its files (config.json, metrics.csv,
+    /// curves.png, last.ckpt, best.safetensors, deploy.safetensors) are replaced; nothing
+    /// else in the folder is touched. Without it such a folder is refused.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Start from these weights (train form: a native, official or timm checkpoint); the
     /// classifier is replaced when the class count differs (fine-tuning).
     #[arg(long)]
@@ -170,26 +174,14 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
     {
         return Err(crate::usage!("--scale takes MIN MAX with 0 < MIN ≤ MAX ≤ 1"));
     }
-    if let Some(t) = args.threads {
-        // Must precede the first use of the global pool (burn flex and the loader share it).
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
-            .build_global();
+    if args.resume && args.overwrite {
+        return Err(crate::usage!("--resume and --overwrite exclude each other"));
     }
+    set_threads(args.threads);
     let all = devices(args.device, args.devices)?;
-    let dev = all[0].clone();
-    let train_ds = open(&args.data, Split::Train).with_context(|| "training split")?;
-    let val_ds = open(&args.data, Split::Test).with_context(|| "validation split")?;
-    if train_ds.is_empty() {
-        bail!("{}: the training split has no images", args.data);
-    }
-    let data = Data {
-        train: train_ds.clone(),
-        val: val_ds,
-    };
-
+    let data = open_data(&args.data)?;
     let trainer = if args.resume {
-        let t = Trainer::resume(&args.out, &dev)?;
+        let t = Trainer::resume(&args.out, &all[0])?;
         eprintln!(
             "resuming {} in {} after {} epoch(s) and {} update(s)",
             t.cfg.model,
@@ -199,39 +191,63 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
         );
         t
     } else {
-        if args.out.join("last.ckpt").exists() {
+        if !args.overwrite && args.out.join("last.ckpt").exists() {
             bail!(
-                "{}: holds a run already (last.ckpt); pass --resume to continue it or choose another --out",
+                "{}: holds a run already (last.ckpt); pass --resume to continue it, --overwrite to replace its run files, or choose another --out",
                 args.out.display()
             );
         }
-        let (cfg, init) = config(args, &*train_ds)?;
-        Trainer::new(cfg, &args.out, &dev, init)?
+        let (cfg, init) = config(args, &*data.train)?;
+        if args.overwrite {
+            clear_run(&args.out)?;
+        }
+        Trainer::new(cfg, &args.out, &all[0], init)?
     };
-    let mut trainer = trainer.with_extra_devices(&all[1..]);
-    let runtime_eval = match args.eval_engine {
-        EngineArg::Runtime => true,
-        EngineArg::Burn => false,
-        EngineArg::Auto => matches!(args.device, DeviceArg::Cpu),
-    };
+    let trainer = trainer.with_extra_devices(&all[1..]);
+    let runtime_eval = args.eval_engine.uses_runtime(args.device);
+    fit(trainer, &data, &args.out, args.threads, runtime_eval)
+}
+
+/// Sizes the global thread pool that burn's CPU backend and the data loader share; must
+/// precede its first use.
+pub fn set_threads(threads: Option<usize>) {
+    if let Some(t) = threads {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global();
+    }
+}
+
+/// The training and validation splits named by `--data`.
+pub fn open_data(data: &str) -> Result<Data> {
+    let train = repghost_data::open(data, Split::Train).with_context(|| "training split")?;
+    let val = repghost_data::open(data, Split::Test).with_context(|| "validation split")?;
+    if train.is_empty() {
+        bail!("{data}: the training split has no images");
+    }
+    Ok(Data { train, val })
+}
+
+/// Runs `trainer` with a progress display, Ctrl-C/SIGTERM saving a checkpoint, and the
+/// validation on the deploy runtime when `runtime_eval`; `None` when interrupted.
+pub fn fit(
+    trainer: Trainer,
+    data: &Data,
+    out: &Path,
+    threads: Option<usize>,
+    runtime_eval: bool,
+) -> Result<Option<(Trainer, Box<Summary>)>> {
+    let mut trainer = trainer;
     if runtime_eval {
-        let threads = args
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let name = trainer.cfg.model.clone();
-        let engine: Engine = Arc::new(move |m: &Model| {
-            // Folding is idempotent, so the deploy-form model of the last step passes too.
-            let rt = RuntimeLogits::new(m, Form::Train, &name, None, threads)
-                .map_err(|e| repghost::Error::Invalid(format!("{e:#}")))?;
-            Ok(Box::new(rt) as Box<dyn Logits>)
-        });
+        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let engine = runtime_engine(&trainer.cfg.model, threads);
         trainer = trainer.with_eval_engine(engine);
     }
-    let classes = train_ds.classes();
+    let classes = data.train.classes();
     if classes.len() > trainer.cfg.net.num_classes {
         bail!(
             "{}: {} classes but the model has {} outputs",
-            args.data,
+            trainer.cfg.data,
             classes.len(),
             trainer.cfg.net.num_classes
         );
@@ -253,14 +269,15 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
         .context("installing the Ctrl-C handler")?;
     }
 
-    let mut obs = Progress::new(args.out.clone());
+    let mut obs = Progress::new(out.to_path_buf());
     let cfg = &trainer.cfg;
+    let (n_train, n_val) = (data.train.len(), data.val.len());
     eprintln!(
         "training {} on {} ({} train / {} val images{}), {} epochs, batch {}, lr {:.4}, {}×{} input, {} channel(s)",
         cfg.model,
         cfg.data,
-        cfg.limit.map_or(train_ds.len(), |l| l.min(train_ds.len())),
-        cfg.val_limit.map_or(data.val.len(), |l| l.min(data.val.len())),
+        cfg.limit.map_or(n_train, |l| l.min(n_train)),
+        cfg.val_limit.map_or(n_val, |l| l.min(n_val)),
         if cfg.limit.is_some() { ", limited" } else { "" },
         cfg.epochs,
         cfg.batch_size,
@@ -269,13 +286,13 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
         cfg.augment.pre.img_size,
         cfg.net.in_chans
     );
-    match trainer.run(&data, &mut obs, &stop)? {
+    match trainer.run(data, &mut obs, &stop)? {
         Outcome::Interrupted { epoch, global_step } => {
             eprintln!(
                 "stopped after {global_step} update(s) (epoch {}); resume with: repghost train --resume --data {} --out {}",
                 epoch + 1,
-                args.data,
-                args.out.display()
+                trainer.cfg.data,
+                out.display()
             );
             Ok(None)
         }
@@ -303,41 +320,24 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
     }
 }
 
-/// Whether the data calls for the small-image preset.
-fn is_small(args: &Args, ds: &dyn Dataset) -> Result<bool> {
-    Ok(match args.preset {
-        PresetArg::Small => true,
-        PresetArg::Imagenet => false,
-        PresetArg::Auto => {
-            let (img, _) = ds.load(0).map_err(|e| anyhow::anyhow!("{}: {e}", ds.name(0)))?;
-            img.width.max(img.height) <= 64 && is_grey(&img)
-        }
-    })
-}
-
-fn is_grey(img: &repghost_data::Image) -> bool {
-    img.channels == 1 || img.data.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2])
-}
-
-/// The run's configuration from the flags, the preset and (for --init) the weights.
+/// The run's configuration: the preset for the data, then every flag the user gave.
 fn config(args: &Args, ds: &dyn Dataset) -> Result<(TrainConfig, Option<repghost::Model>)> {
     let (mut name, variant) = resolve(args.model.as_deref().unwrap_or("repghostnet_050"))?;
-    let small = is_small(args, ds)?;
+    let shape = DataShape::first_of(ds)?;
+    let preset = match args.preset {
+        PresetArg::Small => Preset::Small,
+        PresetArg::Imagenet => Preset::Imagenet,
+        PresetArg::Auto => Preset::detect(shape),
+    };
     let classes = ds.classes().len().max(2);
-    let bs = args.batch_size.max(1);
-    let (img, _) = ds.load(0).map_err(|e| anyhow::anyhow!("{}: {e}", ds.name(0)))?;
-    let native = img.width.max(img.height);
-    let mut net = variant.config(classes).with_dropout(args.dropout);
+    let mut net = variant.config(classes);
     let init = match &args.init {
         Some(p) => {
-            let loaded = weights::load(
-                p,
-                &LoadOptions {
-                    model: args.model.clone(),
-                    ema: false,
-                },
-                &burn::tensor::Device::flex(),
-            )?;
+            let opts = LoadOptions {
+                model: args.model.clone(),
+                ema: false,
+            };
+            let loaded = weights::load(p, &opts, &burn::tensor::Device::flex())?;
             if loaded.form != Form::Train {
                 bail!(
                     "{}: {} form weights cannot be trained (BatchNorm is folded); give train-form weights",
@@ -349,95 +349,59 @@ fn config(args: &Args, ds: &dyn Dataset) -> Result<(TrainConfig, Option<repghost
             if m.config().num_classes != classes {
                 m = m.reset_classifier(classes);
             }
-            net = m.config().clone().with_dropout(args.dropout);
+            net = m.config().clone();
             name = loaded.name;
             Some(m)
         }
         None => None,
     };
-    let (pre, crop, jitter, lr, wd, epochs, warmup) = if small {
-        net = if init.is_none() {
-            net.with_in_chans(if is_grey(&img) { 1 } else { 3 })
-                .with_stem_stride(1)
-        } else {
-            net
-        };
-        let c = net.in_chans;
-        let size = args.img_size.unwrap_or(native);
-        let (mean, std) = if c == 1 {
-            (vec![0.2860], vec![0.3530]) // Fashion-MNIST training-set statistics
-        } else {
-            (
-                repghost_data::transform::IMAGENET_MEAN.to_vec(),
-                repghost_data::transform::IMAGENET_STD.to_vec(),
-            )
-        };
-        let pre = Preprocess {
-            img_size: size,
-            crop_pct: 1.0,
-            interpolation: Interpolation::Bilinear,
-            mean,
-            std,
-            channels: c,
-        };
-        (
-            pre,
-            Crop::Shift { pad: args.shift },
-            0.0,
-            0.2 * bs as f64 / 128.0,
-            5e-5,
-            30,
-            1.0,
-        )
-    } else {
-        let pre = Preprocess {
-            img_size: args.img_size.unwrap_or(224),
-            channels: net.in_chans,
-            ..Preprocess::imagenet()
-        };
-        let crop = Crop::RandomResized {
-            scale: (args.scale[0], args.scale[1]),
-            ratio: (3.0 / 4.0, 4.0 / 3.0),
-        };
-        (pre, crop, 0.4, scaled_lr(bs), 1e-5, 300, 5.0)
-    };
-    pre.check().map_err(anyhow::Error::msg)?;
-    let cfg = TrainConfig {
-        model: name,
+    let mut cfg = TrainConfig::preset(
+        preset,
+        &name,
         net,
-        epochs: args.epochs.unwrap_or(epochs).max(1),
-        batch_size: bs,
-        lr: args.lr.unwrap_or(lr),
-        warmup_epochs: args.warmup_epochs.unwrap_or(warmup),
-        warmup_lr: args.warmup_lr,
-        min_lr: args.min_lr,
-        momentum: args.momentum,
-        nesterov: !args.no_nesterov,
-        weight_decay: args.weight_decay.unwrap_or(wd),
-        label_smoothing: args.smoothing,
-        ema_decay: args.ema_decay,
-        augment: Augment {
-            pre: Preprocess {
-                interpolation: if small {
-                    pre.interpolation
-                } else {
-                    Interpolation::Bilinear
-                },
-                ..pre.clone()
-            },
-            crop,
-            hflip: args.hflip,
-            color_jitter: args.color_jitter.unwrap_or(jitter),
-            erase_p: args.erase,
-        },
-        eval: pre,
-        seed: args.seed,
-        limit: args.limit,
-        val_limit: args.val_limit,
-        init: args.init.as_ref().map(|p| p.display().to_string()),
-        data: args.data.clone(),
-        workers: args.workers.max(1),
-    };
+        init.is_none(),
+        &args.data,
+        shape,
+        args.batch_size,
+    );
+    if let Some(side) = args.img_size {
+        cfg = cfg.with_img_size(side);
+    }
+    cfg.eval.check().map_err(anyhow::Error::msg)?;
+    cfg.net = cfg.net.with_dropout(args.dropout);
+    if let Some(v) = args.epochs {
+        cfg.epochs = v;
+    }
+    if let Some(v) = args.lr {
+        cfg.lr = v;
+    }
+    if let Some(v) = args.warmup_epochs {
+        cfg.warmup_epochs = v;
+    }
+    if let Some(v) = args.weight_decay {
+        cfg.weight_decay = v;
+    }
+    if let Some(v) = args.color_jitter {
+        cfg.augment.color_jitter = v;
+    }
+    match &mut cfg.augment.crop {
+        Crop::Shift { pad } => *pad = args.shift,
+        Crop::RandomResized { scale, .. } => *scale = (args.scale[0], args.scale[1]),
+        _ => {}
+    }
+    cfg.warmup_lr = args.warmup_lr;
+    cfg.min_lr = args.min_lr;
+    cfg.momentum = args.momentum;
+    cfg.nesterov = !args.no_nesterov;
+    cfg.label_smoothing = args.smoothing;
+    cfg.ema_decay = args.ema_decay;
+    cfg.augment.hflip = args.hflip;
+    cfg.augment.erase_p = args.erase;
+    cfg.seed = args.seed;
+    cfg.limit = args.limit;
+    cfg.val_limit = args.val_limit;
+    cfg.init = args.init.as_ref().map(|p| p.display().to_string());
+    cfg.workers = args.workers;
     Ok((cfg, init))
 }
 

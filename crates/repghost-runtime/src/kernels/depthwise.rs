@@ -137,6 +137,12 @@ vector_dispatch! {
 }
 
 /// Picks the kernel for this layer's size and activation.
+///
+/// # Safety
+/// The CPU supports `A`, `B` and `C`; `c ≤ d.c`; and the bounds that
+/// [`Depthwise::run`] checked: `src` covers every input pixel the taps of shape `s` read,
+/// and `dst` with row stride `ld` and offset `off` covers every output pixel of rows
+/// `s.y0..s.y1` (and holds the residual there when `res`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn by_kernel<A: Vf, B: Vf, C: Vf>(
@@ -149,17 +155,20 @@ unsafe fn by_kernel<A: Vf, B: Vf, C: Vf>(
     off: usize,
     res: bool,
 ) {
-    match (d.k, d.act.code()) {
-        (3, 0) => channels::<3, 0, A, B, C>(d, c, s, src, dst, ld, off, res),
-        (3, 1) => channels::<3, 1, A, B, C>(d, c, s, src, dst, ld, off, res),
-        (5, 0) => channels::<5, 0, A, B, C>(d, c, s, src, dst, ld, off, res),
-        (5, 1) => channels::<5, 1, A, B, C>(d, c, s, src, dst, ld, off, res),
-        (3, 2) => channels::<3, 2, A, B, C>(d, c, s, src, dst, ld, off, res),
-        (3, 3) => channels::<3, 3, A, B, C>(d, c, s, src, dst, ld, off, res),
-        (3, _) => channels::<3, 4, A, B, C>(d, c, s, src, dst, ld, off, res),
-        (_, 2) => channels::<5, 2, A, B, C>(d, c, s, src, dst, ld, off, res),
-        (_, 3) => channels::<5, 3, A, B, C>(d, c, s, src, dst, ld, off, res),
-        (_, _) => channels::<5, 4, A, B, C>(d, c, s, src, dst, ld, off, res),
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        match (d.k, d.act.code()) {
+            (3, 0) => channels::<3, 0, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (3, 1) => channels::<3, 1, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (5, 0) => channels::<5, 0, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (5, 1) => channels::<5, 1, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (3, 2) => channels::<3, 2, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (3, 3) => channels::<3, 3, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (3, _) => channels::<3, 4, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (_, 2) => channels::<5, 2, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (_, 3) => channels::<5, 3, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (_, _) => channels::<5, 4, A, B, C>(d, c, s, src, dst, ld, off, res),
+        }
     }
 }
 
@@ -167,6 +176,9 @@ unsafe fn by_kernel<A: Vf, B: Vf, C: Vf>(
 /// weight vectors are loaded into registers once and sweep the whole map, whose K input rows
 /// per output row stay in L1 (each block reads its own cache lines: pixel strides are padded
 /// to 16 floats).
+///
+/// # Safety
+/// As for [`by_kernel`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn channels<const K: usize, const ACT: u8, A: Vf, B: Vf, C: Vf>(
@@ -179,26 +191,32 @@ unsafe fn channels<const K: usize, const ACT: u8, A: Vf, B: Vf, C: Vf>(
     off: usize,
     res: bool,
 ) {
-    let mut cb = 0;
-    while cb + A::L <= c {
-        block::<K, ACT, A>(d, s, src, dst, ld, off, res, cb);
-        cb += A::L;
-    }
-    while cb + B::L <= c {
-        block::<K, ACT, B>(d, s, src, dst, ld, off, res, cb);
-        cb += B::L;
-    }
-    while cb + C::L <= c {
-        block::<K, ACT, C>(d, s, src, dst, ld, off, res, cb);
-        cb += C::L;
-    }
-    while cb < c {
-        block::<K, ACT, F1>(d, s, src, dst, ld, off, res, cb);
-        cb += 1;
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        let mut cb = 0;
+        while cb + A::L <= c {
+            block::<K, ACT, A>(d, s, src, dst, ld, off, res, cb);
+            cb += A::L;
+        }
+        while cb + B::L <= c {
+            block::<K, ACT, B>(d, s, src, dst, ld, off, res, cb);
+            cb += B::L;
+        }
+        while cb + C::L <= c {
+            block::<K, ACT, C>(d, s, src, dst, ld, off, res, cb);
+            cb += C::L;
+        }
+        while cb < c {
+            block::<K, ACT, F1>(d, s, src, dst, ld, off, res, cb);
+            cb += 1;
+        }
     }
 }
 
 /// Channels `cb..cb+V::L` of every output row of the call.
+///
+/// # Safety
+/// As for [`by_kernel`], with `V` for the vector type and `cb + V::L ≤ d.c`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn block<const K: usize, const ACT: u8, V: Vf>(
@@ -211,22 +229,28 @@ unsafe fn block<const K: usize, const ACT: u8, V: Vf>(
     res: bool,
     cb: usize,
 ) {
-    let zero = V::splat(0.0);
-    let mut wt = [zero; 25];
-    for (tap, w) in wt.iter_mut().enumerate().take(K * K) {
-        *w = V::load(d.w.as_ptr().add(tap * d.c + cb));
-    }
-    let bias = V::load(d.b.as_ptr().add(cb));
-    let (oh, _) = d.out_hw(s.h, s.w);
-    for img in 0..s.n {
-        for oy in s.y0..s.y1.min(oh) {
-            row::<K, ACT, V>(d, s, src, dst, ld, off, res, cb, img, oy, &wt, bias);
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        let zero = V::splat(0.0);
+        let mut wt = [zero; 25];
+        for (tap, w) in wt.iter_mut().enumerate().take(K * K) {
+            *w = V::load(d.w.as_ptr().add(tap * d.c + cb));
+        }
+        let bias = V::load(d.b.as_ptr().add(cb));
+        let (oh, _) = d.out_hw(s.h, s.w);
+        for img in 0..s.n {
+            for oy in s.y0..s.y1.min(oh) {
+                row::<K, ACT, V>(d, s, src, dst, ld, off, res, cb, img, oy, &wt, bias);
+            }
         }
     }
 }
 
 /// Channels `cb..cb+V::L` of output row `oy` of image `img`. Bounds were checked by
 /// [`Depthwise::run`].
+///
+/// # Safety
+/// As for [`block`], with `img < s.n` and `oy` below the output height.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn row<const K: usize, const ACT: u8, V: Vf>(
@@ -243,171 +267,178 @@ unsafe fn row<const K: usize, const ACT: u8, V: Vf>(
     wt: &[V; 25],
     bias: V,
 ) {
-    let zero = V::splat(0.0);
-    let (oh, ow) = d.out_hw(s.h, s.w);
-    let pad = K / 2;
-    let st = d.stride;
-    let sp = src.data.as_ptr().add(src.off + cb);
-    let dp = dst.as_mut_ptr().add(off + cb);
-    let sld = src.ld;
-    let base_in = img * s.h * s.w;
-    let base_out = img * oh * ow;
-    let iy0 = (oy * st) as isize - pad as isize;
-    // Which of the K input rows exist (all of them away from the top and bottom edges).
-    let mut row_ok = [false; 5];
-    for (ky, ok) in row_ok.iter_mut().enumerate().take(K) {
-        let iy = iy0 + ky as isize;
-        *ok = iy >= 0 && iy < s.h as isize;
-    }
-    // Clamped row index, so that address arithmetic stays in range for skipped rows.
-    let rbase = |ky: usize| base_in + (iy0 + ky as isize).clamp(0, s.h as isize - 1) as usize * s.w;
-    // Output columns whose K taps all lie inside the input row.
-    let ox_lo = pad.div_ceil(st).min(ow);
-    let ox_hi = if s.w + pad >= K {
-        ((s.w + pad - K) / st + 1).min(ow)
-    } else {
-        0
-    }
-    .max(ox_lo);
-    let step = st * sld;
-    // Macros, not closures: a closure is a function of its own, compiled without the
-    // caller's target features, and would turn every vector op into a call.
-    macro_rules! finish {
-        ($acc:expr, $ox:expr) => {{
-            // `dst` starts at output row `s.y0` (0 unless the rows are split between threads).
-            let o = dp.add((base_out + (oy - s.y0) * ow + $ox) * ld);
-            let v = act::<V, ACT>($acc);
-            if res {
-                V::add(V::load(o), v).store(o);
-            } else {
-                v.store(o);
-            }
-        }};
-    }
-    // One pixel with its columns clipped (left and right edges).
-    macro_rules! edge {
-        ($ox:expr) => {{
-            let ix0 = ($ox * st) as isize - pad as isize;
-            let mut acc = bias;
-            for ky in 0..K {
-                if !row_ok[ky] {
-                    continue;
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        let zero = V::splat(0.0);
+        let (oh, ow) = d.out_hw(s.h, s.w);
+        let pad = K / 2;
+        let st = d.stride;
+        let sp = src.data.as_ptr().add(src.off + cb);
+        let dp = dst.as_mut_ptr().add(off + cb);
+        let sld = src.ld;
+        let base_in = img * s.h * s.w;
+        let base_out = img * oh * ow;
+        let iy0 = (oy * st) as isize - pad as isize;
+        // Which of the K input rows exist (all of them away from the top and bottom edges).
+        let mut row_ok = [false; 5];
+        for (ky, ok) in row_ok.iter_mut().enumerate().take(K) {
+            let iy = iy0 + ky as isize;
+            *ok = iy >= 0 && iy < s.h as isize;
+        }
+        // Clamped row index, so that address arithmetic stays in range for skipped rows.
+        let rbase = |ky: usize| base_in + (iy0 + ky as isize).clamp(0, s.h as isize - 1) as usize * s.w;
+        // Output columns whose K taps all lie inside the input row.
+        let ox_lo = pad.div_ceil(st).min(ow);
+        let ox_hi = if s.w + pad >= K {
+            ((s.w + pad - K) / st + 1).min(ow)
+        } else {
+            0
+        }
+        .max(ox_lo);
+        let step = st * sld;
+        // Macros, not closures: a closure is a function of its own, compiled without the
+        // caller's target features, and would turn every vector op into a call.
+        macro_rules! finish {
+            ($acc:expr, $ox:expr) => {{
+                // `dst` starts at output row `s.y0` (0 unless the rows are split between threads).
+                let o = dp.add((base_out + (oy - s.y0) * ow + $ox) * ld);
+                let v = act::<V, ACT>($acc);
+                if res {
+                    V::add(V::load(o), v).store(o);
+                } else {
+                    v.store(o);
                 }
-                let r = rbase(ky);
-                for kx in 0..K {
-                    let ix = ix0 + kx as isize;
-                    if ix >= 0 && ix < s.w as isize {
-                        acc = V::fma(V::load(sp.add((r + ix as usize) * sld)), wt[ky * K + kx], acc);
-                    }
-                }
-            }
-            acc
-        }};
-    }
-    for ox in 0..ox_lo {
-        finish!(edge!(ox), ox);
-    }
-    let mut ox = ox_lo;
-    // A sliding window (rows above or below the image are skipped). The 3·stride + K input pixels
-    // of each row are loaded once and feed the four outputs they overlap, so a multiply-add
-    // needs half a load (stride 1) or three quarters (stride 2) instead of one; loads, not
-    // FMAs, bound the plain tile below. The stride must be a constant here, or the window
-    // is indexed at run time and lives on the stack. (5×5 at stride 2 would need 11 inputs
-    // + 25 weights + 4 sums, more registers than there are.)
-    macro_rules! slide {
-        ($st:literal) => {
-            while ox + 4 <= ox_hi {
-                let mut a = [bias; 4];
-                let ix0 = ox * $st - pad;
+            }};
+        }
+        // One pixel with its columns clipped (left and right edges).
+        macro_rules! edge {
+            ($ox:expr) => {{
+                let ix0 = ($ox * st) as isize - pad as isize;
+                let mut acc = bias;
                 for ky in 0..K {
                     if !row_ok[ky] {
                         continue;
                     }
-                    let p = sp.add((rbase(ky) + ix0) * sld);
-                    let mut x = [zero; 3 * $st + 5];
-                    for (j, xj) in x.iter_mut().enumerate().take(3 * $st + K) {
-                        *xj = V::load(p.add(j * sld));
-                    }
+                    let r = rbase(ky);
                     for kx in 0..K {
-                        let w = wt[ky * K + kx];
-                        for (i, ai) in a.iter_mut().enumerate() {
-                            *ai = V::fma(x[i * $st + kx], w, *ai);
+                        let ix = ix0 + kx as isize;
+                        if ix >= 0 && ix < s.w as isize {
+                            acc = V::fma(
+                                V::load(sp.add((r + ix as usize) * sld)),
+                                wt[ky * K + kx],
+                                acc,
+                            );
                         }
                     }
                 }
-                for (i, ai) in a.iter().enumerate() {
-                    finish!(*ai, ox + i);
+                acc
+            }};
+        }
+        for ox in 0..ox_lo {
+            finish!(edge!(ox), ox);
+        }
+        let mut ox = ox_lo;
+        // A sliding window (rows above or below the image are skipped). The 3·stride + K input pixels
+        // of each row are loaded once and feed the four outputs they overlap, so a multiply-add
+        // needs half a load (stride 1) or three quarters (stride 2) instead of one; loads, not
+        // FMAs, bound the plain tile below. The stride must be a constant here, or the window
+        // is indexed at run time and lives on the stack. (5×5 at stride 2 would need 11 inputs
+        // + 25 weights + 4 sums, more registers than there are.)
+        macro_rules! slide {
+            ($st:literal) => {
+                while ox + 4 <= ox_hi {
+                    let mut a = [bias; 4];
+                    let ix0 = ox * $st - pad;
+                    for ky in 0..K {
+                        if !row_ok[ky] {
+                            continue;
+                        }
+                        let p = sp.add((rbase(ky) + ix0) * sld);
+                        let mut x = [zero; 3 * $st + 5];
+                        for (j, xj) in x.iter_mut().enumerate().take(3 * $st + K) {
+                            *xj = V::load(p.add(j * sld));
+                        }
+                        for kx in 0..K {
+                            let w = wt[ky * K + kx];
+                            for (i, ai) in a.iter_mut().enumerate() {
+                                *ai = V::fma(x[i * $st + kx], w, *ai);
+                            }
+                        }
+                    }
+                    for (i, ai) in a.iter().enumerate() {
+                        finish!(*ai, ox + i);
+                    }
+                    ox += 4;
                 }
-                ox += 4;
-            }
-        };
-    }
-    match st {
-        1 => slide!(1),
-        2 if K == 3 => slide!(2),
-        _ => {}
-    }
-    // Four output pixels at a time: four independent FMA chains hide the FMA latency.
-    while ox + 4 <= ox_hi {
-        let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
-        let ix0 = ox * st - pad;
-        for ky in 0..K {
-            if !row_ok[ky] {
-                continue;
-            }
-            let r = rbase(ky) + ix0;
-            for kx in 0..K {
-                let w = wt[ky * K + kx];
-                let p = sp.add((r + kx) * sld);
-                a0 = V::fma(V::load(p), w, a0);
-                a1 = V::fma(V::load(p.add(step)), w, a1);
-                a2 = V::fma(V::load(p.add(2 * step)), w, a2);
-                a3 = V::fma(V::load(p.add(3 * step)), w, a3);
-            }
+            };
         }
-        finish!(a0, ox);
-        finish!(a1, ox + 1);
-        finish!(a2, ox + 2);
-        finish!(a3, ox + 3);
-        ox += 4;
-    }
-    // Remaining interior columns: two chains, then one.
-    while ox + 2 <= ox_hi {
-        let (mut a0, mut a1) = (bias, bias);
-        let ix0 = ox * st - pad;
-        for ky in 0..K {
-            if !row_ok[ky] {
-                continue;
-            }
-            let r = rbase(ky) + ix0;
-            for kx in 0..K {
-                let w = wt[ky * K + kx];
-                let p = sp.add((r + kx) * sld);
-                a0 = V::fma(V::load(p), w, a0);
-                a1 = V::fma(V::load(p.add(step)), w, a1);
-            }
+        match st {
+            1 => slide!(1),
+            2 if K == 3 => slide!(2),
+            _ => {}
         }
-        finish!(a0, ox);
-        finish!(a1, ox + 1);
-        ox += 2;
-    }
-    while ox < ox_hi {
-        let mut acc = bias;
-        let ix0 = ox * st - pad;
-        for ky in 0..K {
-            if !row_ok[ky] {
-                continue;
+        // Four output pixels at a time: four independent FMA chains hide the FMA latency.
+        while ox + 4 <= ox_hi {
+            let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
+            let ix0 = ox * st - pad;
+            for ky in 0..K {
+                if !row_ok[ky] {
+                    continue;
+                }
+                let r = rbase(ky) + ix0;
+                for kx in 0..K {
+                    let w = wt[ky * K + kx];
+                    let p = sp.add((r + kx) * sld);
+                    a0 = V::fma(V::load(p), w, a0);
+                    a1 = V::fma(V::load(p.add(step)), w, a1);
+                    a2 = V::fma(V::load(p.add(2 * step)), w, a2);
+                    a3 = V::fma(V::load(p.add(3 * step)), w, a3);
+                }
             }
-            let r = rbase(ky) + ix0;
-            for kx in 0..K {
-                acc = V::fma(V::load(sp.add((r + kx) * sld)), wt[ky * K + kx], acc);
-            }
+            finish!(a0, ox);
+            finish!(a1, ox + 1);
+            finish!(a2, ox + 2);
+            finish!(a3, ox + 3);
+            ox += 4;
         }
-        finish!(acc, ox);
-        ox += 1;
-    }
-    for ox in ox_hi..ow {
-        finish!(edge!(ox), ox);
+        // Remaining interior columns: two chains, then one.
+        while ox + 2 <= ox_hi {
+            let (mut a0, mut a1) = (bias, bias);
+            let ix0 = ox * st - pad;
+            for ky in 0..K {
+                if !row_ok[ky] {
+                    continue;
+                }
+                let r = rbase(ky) + ix0;
+                for kx in 0..K {
+                    let w = wt[ky * K + kx];
+                    let p = sp.add((r + kx) * sld);
+                    a0 = V::fma(V::load(p), w, a0);
+                    a1 = V::fma(V::load(p.add(step)), w, a1);
+                }
+            }
+            finish!(a0, ox);
+            finish!(a1, ox + 1);
+            ox += 2;
+        }
+        while ox < ox_hi {
+            let mut acc = bias;
+            let ix0 = ox * st - pad;
+            for ky in 0..K {
+                if !row_ok[ky] {
+                    continue;
+                }
+                let r = rbase(ky) + ix0;
+                for kx in 0..K {
+                    acc = V::fma(V::load(sp.add((r + kx) * sld)), wt[ky * K + kx], acc);
+                }
+            }
+            finish!(acc, ox);
+            ox += 1;
+        }
+        for ox in ox_hi..ow {
+            finish!(edge!(ox), ox);
+        }
     }
 }
 

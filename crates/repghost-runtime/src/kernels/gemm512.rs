@@ -45,28 +45,34 @@ pub unsafe fn gemm(
     relu: bool,
     accumulate: bool,
 ) {
-    let mut i = 0;
-    while i + 12 <= m {
-        tile::<12>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate);
-        i += 12;
-    }
-    if i + 8 <= m {
-        tile::<8>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate);
-        i += 8;
-    }
-    match m - i {
-        0 => {}
-        1 => tile::<1>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
-        2 => tile::<2>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
-        3 => tile::<3>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
-        4 => tile::<4>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
-        5 => tile::<5>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
-        6 => tile::<6>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
-        _ => tile::<7>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        let mut i = 0;
+        while i + 12 <= m {
+            tile::<12>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate);
+            i += 12;
+        }
+        if i + 8 <= m {
+            tile::<8>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate);
+            i += 8;
+        }
+        match m - i {
+            0 => {}
+            1 => tile::<1>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
+            2 => tile::<2>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
+            3 => tile::<3>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
+            4 => tile::<4>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
+            5 => tile::<5>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
+            6 => tile::<6>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
+            _ => tile::<7>(i, k, n, a, lda, packed, bias, c, ldc, relu, accumulate),
+        }
     }
 }
 
 /// Rows `i..i+R` against every panel.
+///
+/// # Safety
+/// As for [`gemm`], with `i + R ≤ m`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
@@ -83,63 +89,66 @@ unsafe fn tile<const R: usize>(
     relu: bool,
     accumulate: bool,
 ) {
-    let panels = n.div_ceil(PANEL);
-    for p in 0..panels {
-        let col = p * PANEL;
-        let width = PANEL.min(n - col);
-        // Lane masks for a partial last panel.
-        let m0: __mmask16 = if width >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << width) - 1) as __mmask16
-        };
-        let m1: __mmask16 = if width >= 32 {
-            0xFFFF
-        } else if width > 16 {
-            ((1u32 << (width - 16)) - 1) as __mmask16
-        } else {
-            0
-        };
-        let b0 = _mm512_maskz_loadu_ps(m0, bias.add(col));
-        let b1 = _mm512_maskz_loadu_ps(m1, bias.add(col + 16));
-        let mut acc0 = [b0; R];
-        let mut acc1 = [b1; R];
-        let bp = packed.add(p * k * PANEL);
-        let ap = a.add(i * lda);
-        if m1 != 0 {
-            for kk in 0..k {
-                let w0 = _mm512_loadu_ps(bp.add(kk * PANEL));
-                let w1 = _mm512_loadu_ps(bp.add(kk * PANEL + 16));
-                for r in 0..R {
-                    let x = _mm512_set1_ps(*ap.add(r * lda + kk));
-                    acc0[r] = _mm512_fmadd_ps(x, w0, acc0[r]);
-                    acc1[r] = _mm512_fmadd_ps(x, w1, acc1[r]);
-                }
-            }
-        } else {
-            // A last panel of at most 16 columns: one vector per row, half the FMAs.
-            for kk in 0..k {
-                let w0 = _mm512_loadu_ps(bp.add(kk * PANEL));
-                for r in 0..R {
-                    acc0[r] = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(r * lda + kk)), w0, acc0[r]);
-                }
-            }
-        }
-        let zero = _mm512_setzero_ps();
-        for r in 0..R {
-            let out = c.add((i + r) * ldc + col);
-            let (mut v0, mut v1) = (acc0[r], acc1[r]);
-            if relu {
-                v0 = _mm512_max_ps(v0, zero);
-                v1 = _mm512_max_ps(v1, zero);
-            }
-            if accumulate {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, out));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, out.add(16)));
-            }
-            _mm512_mask_storeu_ps(out, m0, v0);
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        let panels = n.div_ceil(PANEL);
+        for p in 0..panels {
+            let col = p * PANEL;
+            let width = PANEL.min(n - col);
+            // Lane masks for a partial last panel.
+            let m0: __mmask16 = if width >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << width) - 1) as __mmask16
+            };
+            let m1: __mmask16 = if width >= 32 {
+                0xFFFF
+            } else if width > 16 {
+                ((1u32 << (width - 16)) - 1) as __mmask16
+            } else {
+                0
+            };
+            let b0 = _mm512_maskz_loadu_ps(m0, bias.add(col));
+            let b1 = _mm512_maskz_loadu_ps(m1, bias.add(col + 16));
+            let mut acc0 = [b0; R];
+            let mut acc1 = [b1; R];
+            let bp = packed.add(p * k * PANEL);
+            let ap = a.add(i * lda);
             if m1 != 0 {
-                _mm512_mask_storeu_ps(out.add(16), m1, v1);
+                for kk in 0..k {
+                    let w0 = _mm512_loadu_ps(bp.add(kk * PANEL));
+                    let w1 = _mm512_loadu_ps(bp.add(kk * PANEL + 16));
+                    for r in 0..R {
+                        let x = _mm512_set1_ps(*ap.add(r * lda + kk));
+                        acc0[r] = _mm512_fmadd_ps(x, w0, acc0[r]);
+                        acc1[r] = _mm512_fmadd_ps(x, w1, acc1[r]);
+                    }
+                }
+            } else {
+                // A last panel of at most 16 columns: one vector per row, half the FMAs.
+                for kk in 0..k {
+                    let w0 = _mm512_loadu_ps(bp.add(kk * PANEL));
+                    for r in 0..R {
+                        acc0[r] = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(r * lda + kk)), w0, acc0[r]);
+                    }
+                }
+            }
+            let zero = _mm512_setzero_ps();
+            for r in 0..R {
+                let out = c.add((i + r) * ldc + col);
+                let (mut v0, mut v1) = (acc0[r], acc1[r]);
+                if relu {
+                    v0 = _mm512_max_ps(v0, zero);
+                    v1 = _mm512_max_ps(v1, zero);
+                }
+                if accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, out));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, out.add(16)));
+                }
+                _mm512_mask_storeu_ps(out, m0, v0);
+                if m1 != 0 {
+                    _mm512_mask_storeu_ps(out.add(16), m1, v1);
+                }
             }
         }
     }

@@ -85,6 +85,12 @@ vector_dispatch! {
     fn stem(s: &Stem, n: usize, h: usize, w: usize, input: &[f32], nchw: bool, dst: &mut [f32], ld: usize, y0: usize, y1: usize) => layout
 }
 
+/// The stem conv in the input's layout.
+///
+/// # Safety
+/// The CPU supports `A`, `B` and `C`; `input` holds `n` images of `h × w` with `s.cin`
+/// channels; `dst` (pixel stride `ld ≥ s.cout`) covers output rows `y0..y1` of every
+/// image, `y1` at most the output height (as [`Stem::run`] checked).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn layout<A: Vf, B: Vf, C: Vf>(
@@ -99,15 +105,21 @@ unsafe fn layout<A: Vf, B: Vf, C: Vf>(
     y0: usize,
     y1: usize,
 ) {
-    if nchw {
-        blocks::<true, A, B, C>(s, n, h, w, input, dst, ld, y0, y1)
-    } else {
-        blocks::<false, A, B, C>(s, n, h, w, input, dst, ld, y0, y1)
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        if nchw {
+            blocks::<true, A, B, C>(s, n, h, w, input, dst, ld, y0, y1)
+        } else {
+            blocks::<false, A, B, C>(s, n, h, w, input, dst, ld, y0, y1)
+        }
     }
 }
 
 /// Output rows `y0..y1` of every image; `dst` starts at row `y0` (0 unless a single image's
 /// rows are split between threads).
+///
+/// # Safety
+/// As for [`layout`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn blocks<const NCHW: bool, A: Vf, B: Vf, C: Vf>(
@@ -121,27 +133,30 @@ unsafe fn blocks<const NCHW: bool, A: Vf, B: Vf, C: Vf>(
     y0: usize,
     y1: usize,
 ) {
-    let (_, ow) = s.out_hw(h, w);
-    // The kernel addresses output row `oy` of image `img` from `dst`'s start.
-    let dst = dst.as_mut_ptr().wrapping_sub(y0 * ow * ld);
-    for img in 0..n {
-        for oy in y0..y1 {
-            let mut cb = 0;
-            while cb + A::L <= s.cout {
-                row::<NCHW, A>(s, h, w, input, dst, ld, cb, img, oy);
-                cb += A::L;
-            }
-            while cb + B::L <= s.cout {
-                row::<NCHW, B>(s, h, w, input, dst, ld, cb, img, oy);
-                cb += B::L;
-            }
-            while cb + C::L <= s.cout {
-                row::<NCHW, C>(s, h, w, input, dst, ld, cb, img, oy);
-                cb += C::L;
-            }
-            while cb < s.cout {
-                row::<NCHW, F1>(s, h, w, input, dst, ld, cb, img, oy);
-                cb += 1;
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        let (_, ow) = s.out_hw(h, w);
+        // The kernel addresses output row `oy` of image `img` from `dst`'s start.
+        let dst = dst.as_mut_ptr().wrapping_sub(y0 * ow * ld);
+        for img in 0..n {
+            for oy in y0..y1 {
+                let mut cb = 0;
+                while cb + A::L <= s.cout {
+                    row::<NCHW, A>(s, h, w, input, dst, ld, cb, img, oy);
+                    cb += A::L;
+                }
+                while cb + B::L <= s.cout {
+                    row::<NCHW, B>(s, h, w, input, dst, ld, cb, img, oy);
+                    cb += B::L;
+                }
+                while cb + C::L <= s.cout {
+                    row::<NCHW, C>(s, h, w, input, dst, ld, cb, img, oy);
+                    cb += C::L;
+                }
+                while cb < s.cout {
+                    row::<NCHW, F1>(s, h, w, input, dst, ld, cb, img, oy);
+                    cb += 1;
+                }
             }
         }
     }
@@ -149,6 +164,10 @@ unsafe fn blocks<const NCHW: bool, A: Vf, B: Vf, C: Vf>(
 
 /// Output channels `cb..cb+V::L` of one output row; interior pixels four at a time (four
 /// independent FMA chains), edge pixels one at a time with their taps clipped.
+///
+/// # Safety
+/// As for [`layout`], with `V` for the vector type, `cb + V::L ≤ s.cout`, `img < n`, and
+/// `dst` addressing output row `oy` of image `img` from row 0 of image 0.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn row<const NCHW: bool, V: Vf>(
@@ -162,75 +181,78 @@ unsafe fn row<const NCHW: bool, V: Vf>(
     img: usize,
     oy: usize,
 ) {
-    let (oh, ow) = s.out_hw(h, w);
-    let (cin, cout, k, st) = (s.cin, s.cout, s.k, s.stride);
-    let pad = k / 2;
-    let ip = input.as_ptr();
-    let wp = s.w.as_ptr().add(cb);
-    let bias = V::load(s.b.as_ptr().add(cb));
-    // Element (ci, iy, ix) of this image.
-    let at = |ci: usize, iy: usize, ix: usize| {
-        if NCHW {
-            ((img * cin + ci) * h + iy) * w + ix
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        let (oh, ow) = s.out_hw(h, w);
+        let (cin, cout, k, st) = (s.cin, s.cout, s.k, s.stride);
+        let pad = k / 2;
+        let ip = input.as_ptr();
+        let wp = s.w.as_ptr().add(cb);
+        let bias = V::load(s.b.as_ptr().add(cb));
+        // Element (ci, iy, ix) of this image.
+        let at = |ci: usize, iy: usize, ix: usize| {
+            if NCHW {
+                ((img * cin + ci) * h + iy) * w + ix
+            } else {
+                ((img * h + iy) * w + ix) * cin + ci
+            }
+        };
+        let step = if NCHW { st } else { st * cin };
+        let iy0 = (oy * st) as isize - pad as isize;
+        let rows_ok = iy0 >= 0 && iy0 as usize + k <= h;
+        let ox_lo = pad.div_ceil(st).min(ow);
+        let ox_hi = if rows_ok && w + pad >= k {
+            ((w + pad - k) / st + 1).min(ow)
         } else {
-            ((img * h + iy) * w + ix) * cin + ci
+            0
         }
-    };
-    let step = if NCHW { st } else { st * cin };
-    let iy0 = (oy * st) as isize - pad as isize;
-    let rows_ok = iy0 >= 0 && iy0 as usize + k <= h;
-    let ox_lo = pad.div_ceil(st).min(ow);
-    let ox_hi = if rows_ok && w + pad >= k {
-        ((w + pad - k) / st + 1).min(ow)
-    } else {
-        0
-    }
-    .max(ox_lo);
-    let out = dst.wrapping_add(((img * oh + oy) * ow) * ld + cb);
-    let mut ox = 0;
-    while ox < ow {
-        if ox >= ox_lo && ox + 4 <= ox_hi {
-            let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
-            let ix0 = ox * st - pad;
+        .max(ox_lo);
+        let out = dst.wrapping_add(((img * oh + oy) * ow) * ld + cb);
+        let mut ox = 0;
+        while ox < ow {
+            if ox >= ox_lo && ox + 4 <= ox_hi {
+                let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
+                let ix0 = ox * st - pad;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        for ci in 0..cin {
+                            let wv = V::load(wp.add(((ky * k + kx) * cin + ci) * cout));
+                            let p = ip.add(at(ci, iy0 as usize + ky, ix0 + kx));
+                            a0 = V::fma(V::splat(*p), wv, a0);
+                            a1 = V::fma(V::splat(*p.add(step)), wv, a1);
+                            a2 = V::fma(V::splat(*p.add(2 * step)), wv, a2);
+                            a3 = V::fma(V::splat(*p.add(3 * step)), wv, a3);
+                        }
+                    }
+                }
+                let z = V::splat(0.0);
+                V::max(a0, z).store(out.add(ox * ld));
+                V::max(a1, z).store(out.add((ox + 1) * ld));
+                V::max(a2, z).store(out.add((ox + 2) * ld));
+                V::max(a3, z).store(out.add((ox + 3) * ld));
+                ox += 4;
+                continue;
+            }
+            let mut acc = bias;
+            let ix0 = (ox * st) as isize - pad as isize;
             for ky in 0..k {
+                let iy = iy0 + ky as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
                 for kx in 0..k {
+                    let ix = ix0 + kx as isize;
+                    if ix < 0 || ix >= w as isize {
+                        continue;
+                    }
                     for ci in 0..cin {
                         let wv = V::load(wp.add(((ky * k + kx) * cin + ci) * cout));
-                        let p = ip.add(at(ci, iy0 as usize + ky, ix0 + kx));
-                        a0 = V::fma(V::splat(*p), wv, a0);
-                        a1 = V::fma(V::splat(*p.add(step)), wv, a1);
-                        a2 = V::fma(V::splat(*p.add(2 * step)), wv, a2);
-                        a3 = V::fma(V::splat(*p.add(3 * step)), wv, a3);
+                        acc = V::fma(V::splat(*ip.add(at(ci, iy as usize, ix as usize))), wv, acc);
                     }
                 }
             }
-            let z = V::splat(0.0);
-            V::max(a0, z).store(out.add(ox * ld));
-            V::max(a1, z).store(out.add((ox + 1) * ld));
-            V::max(a2, z).store(out.add((ox + 2) * ld));
-            V::max(a3, z).store(out.add((ox + 3) * ld));
-            ox += 4;
-            continue;
+            V::max(acc, V::splat(0.0)).store(out.add(ox * ld));
+            ox += 1;
         }
-        let mut acc = bias;
-        let ix0 = (ox * st) as isize - pad as isize;
-        for ky in 0..k {
-            let iy = iy0 + ky as isize;
-            if iy < 0 || iy >= h as isize {
-                continue;
-            }
-            for kx in 0..k {
-                let ix = ix0 + kx as isize;
-                if ix < 0 || ix >= w as isize {
-                    continue;
-                }
-                for ci in 0..cin {
-                    let wv = V::load(wp.add(((ky * k + kx) * cin + ci) * cout));
-                    acc = V::fma(V::splat(*ip.add(at(ci, iy as usize, ix as usize))), wv, acc);
-                }
-            }
-        }
-        V::max(acc, V::splat(0.0)).store(out.add(ox * ld));
-        ox += 1;
     }
 }

@@ -78,8 +78,28 @@ fn attr_float(name: &str, v: f32) -> AttributeProto {
     }
 }
 
+/// Whether `a` holds the ONNX operator's default value. Such attributes are left out, as
+/// PyTorch's exporter does: OpenCV's DNN importer mis-handles some explicit defaults (an
+/// explicit `beta = 0.5` on HardSigmoid breaks its fusion of the SE block).
+fn is_default(op: &str, a: &AttributeProto) -> bool {
+    let all = |v: i64| !a.ints.is_empty() && a.ints.iter().all(|&x| x == v);
+    match (op, a.name.as_str()) {
+        ("HardSigmoid", "beta") => a.f == 0.5,
+        ("HardSigmoid", "alpha") => a.f == 0.2,
+        ("LeakyRelu", "alpha") => a.f == 0.01,
+        ("BatchNormalization", "epsilon") => a.f == 1e-5,
+        ("Conv", "strides" | "dilations") => all(1),
+        ("Conv", "pads") => all(0),
+        ("Conv", "group") => a.i == 1,
+        ("Flatten", "axis") => a.i == 1,
+        ("Gemm", "transA" | "transB") => a.i == 0,
+        _ => false,
+    }
+}
+
 impl Graph {
-    fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+    fn node(&mut self, op: &str, inputs: &[&str], mut attrs: Vec<AttributeProto>) -> String {
+        attrs.retain(|a| !is_default(op, a));
         self.count += 1;
         let out = format!("{}_{}", op.to_lowercase(), self.count);
         self.nodes.push(NodeProto {

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use burn::module::Param;
-use burn::tensor::{Device, Tensor, TensorData};
 use repghost_data::dataset::{batches, Dataset};
 use repghost_data::Preprocess;
 
+use crate::engine::BurnLogits;
 use crate::error::{Error, Result};
 use crate::metrics::{Accumulator, Report};
 use crate::model::Model;
@@ -23,61 +22,59 @@ pub trait Logits {
 /// it for the model and its EMA after every epoch, and for the deployed model at the end.
 pub type Engine = Arc<dyn Fn(&Model) -> Result<Box<dyn Logits>> + Send + Sync>;
 
-/// burn's forward pass on the model's device.
-struct Burn {
-    model: Model,
-    device: Device,
-}
-
-impl Logits for Burn {
-    fn logits(&mut self, inputs: Vec<f32>, shape: [usize; 4]) -> Result<Vec<f32>> {
-        let x = Tensor::<4>::from_data(TensorData::new(inputs, shape), &self.device);
-        Ok(crate::reparam::host(&self.model.forward(x)))
-    }
-}
-
 /// Top-1/top-5/loss of an inference-form model on `indices` of `ds`, by burn's forward pass.
 pub fn evaluate(model: &Model, ds: Arc<dyn Dataset>, indices: &[usize], pre: &Preprocess) -> Result<Report> {
-    let mut burn = Burn {
-        model: model.clone(),
-        device: first_device(model),
-    };
-    evaluate_with(&mut burn, model.config().num_classes, ds, indices, pre)
+    let mut burn = BurnLogits::new(model);
+    evaluate_with(&mut burn, ds, indices, pre)
 }
 
-/// [`evaluate`] with the logits of `engine`, for a model with `num_classes` outputs.
+/// [`evaluate`] with the logits of `engine`; an unreadable sample is an error.
 pub fn evaluate_with(
     engine: &mut dyn Logits,
-    num_classes: usize,
     ds: Arc<dyn Dataset>,
     indices: &[usize],
     pre: &Preprocess,
 ) -> Result<Report> {
-    let mut acc = Accumulator::new(num_classes);
-    for batch in batches(ds.clone(), indices.to_vec(), pre.clone(), EVAL_BATCH, 2) {
-        if let Some((name, msg)) = batch.failed.first() {
-            return Err(Error::Data {
-                name: name.clone(),
-                msg: msg.clone(),
-            });
-        }
-        if batch.labels.is_empty() {
-            continue;
-        }
-        let logits = engine.logits(batch.inputs, batch.shape)?;
-        acc.update(&logits, &batch.labels);
+    let e = evaluate_streaming(engine, ds, indices, pre, EVAL_BATCH, &mut |_, _| {})?;
+    match e.failed.into_iter().next() {
+        Some((name, msg)) => Err(Error::Data { name, msg }),
+        None => Ok(e.report),
     }
-    Ok(acc.report(&ds.classes()))
 }
 
-fn first_device(model: &Model) -> Device {
-    struct D(Option<Device>);
-    impl burn::module::ModuleVisitor for D {
-        fn visit_float<const N: usize>(&mut self, p: &Param<Tensor<N>>) {
-            self.0.get_or_insert_with(|| p.val().device());
+/// The outcome of [`evaluate_streaming`].
+pub struct Evaluation {
+    pub report: Report,
+    /// Samples that could not be read, with the reason: left out of the report.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Evaluates `indices` of `ds` in batches of `batch` (decoded on all cores while `engine`
+/// computes), calling `progress(samples seen, metrics so far)` after each batch. Samples
+/// that cannot be read are left out and listed.
+pub fn evaluate_streaming(
+    engine: &mut dyn Logits,
+    ds: Arc<dyn Dataset>,
+    indices: &[usize],
+    pre: &Preprocess,
+    batch: usize,
+    progress: &mut dyn FnMut(usize, &Accumulator),
+) -> Result<Evaluation> {
+    let classes = ds.classes();
+    let mut acc = Accumulator::new(classes.len());
+    let mut failed = Vec::new();
+    let mut seen = 0;
+    for b in batches(ds.clone(), indices.to_vec(), pre.clone(), batch.max(1), 3) {
+        seen += b.indices.len() + b.failed.len();
+        failed.extend(b.failed);
+        if !b.labels.is_empty() {
+            let logits = engine.logits(b.inputs, b.shape)?;
+            acc.update(&logits, &b.labels);
         }
+        progress(seen, &acc);
     }
-    let mut d = D(None);
-    model.visit(&mut d);
-    d.0.unwrap_or_else(Device::flex)
+    Ok(Evaluation {
+        report: acc.report(&classes),
+        failed,
+    })
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod ema;
 pub mod eval;
 pub mod loss;
+pub mod preset;
 pub mod schedule;
 pub mod sgd;
 pub mod step;
@@ -14,5 +15,6 @@ mod trainer;
 
 pub use checkpoint::{EpochRow, TrainState};
 pub use config::{scaled_lr, TrainConfig};
-pub use eval::{evaluate, evaluate_with, Engine, Logits};
-pub use trainer::{Data, Observer, Outcome, StepInfo, Summary, Trainer};
+pub use eval::{evaluate, evaluate_streaming, evaluate_with, Engine, Evaluation, Logits};
+pub use preset::{DataShape, Preset};
+pub use trainer::{clear_run, Data, Observer, Outcome, StepInfo, Summary, Trainer, RUN_FILES};

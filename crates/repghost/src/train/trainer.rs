@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use burn::module::{ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
-use repghost_data::dataset::{batches, batches_with, Dataset};
+use repghost_data::dataset::{batches, batches_with, Batch, Dataset};
 use repghost_data::Rng;
 
 use super::checkpoint::{self, metrics_csv, Checkpoint, EpochRow, TrainState};
@@ -23,7 +23,7 @@ use super::step::{gradients, StepBatch};
 use crate::config::HEAD_CHANNELS;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::metrics::Report;
+use crate::metrics::{rel_diff, Report};
 use crate::model::Model;
 use crate::weights::{apply_state_dict, save, state_dict, Form};
 
@@ -73,6 +73,46 @@ pub enum Outcome {
     },
 }
 
+/// The files a run writes in its folder (`curves.png` is the CLI's plot of `metrics.csv`).
+pub const RUN_FILES: [&str; 6] = [
+    "config.json",
+    "metrics.csv",
+    "curves.png",
+    "last.ckpt",
+    "best.safetensors",
+    "deploy.safetensors",
+];
+
+/// Removes a previous run's [`RUN_FILES`] from `out`, and nothing else: the folder and any
+/// other file in it stay.
+pub fn clear_run(out: &Path) -> Result<()> {
+    for f in RUN_FILES {
+        let p = out.join(f);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(p, e)),
+        }
+    }
+    Ok(())
+}
+
+/// The fixed quantities of one `run` call.
+struct Plan {
+    n_train: usize,
+    steps: usize,
+    sched: Schedule,
+    started: Instant,
+    /// Training time of the run before this call (a resumed run).
+    elapsed_before: f64,
+}
+
+impl Plan {
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+}
+
 pub struct Trainer {
     pub cfg: TrainConfig,
     out: PathBuf,
@@ -89,8 +129,15 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh run in `out` (created if needed); `init` are starting weights (train form, on
-    /// any device), otherwise the model is initialised from the seed.
+    /// any device), otherwise the model is initialised from the seed. A folder that holds a
+    /// run already (`last.ckpt`) is refused: resume it, or [`clear_run`] it first.
     pub fn new(cfg: TrainConfig, out: &Path, device: &Device, init: Option<Model>) -> Result<Self> {
+        if out.join("last.ckpt").exists() {
+            return Err(Error::Invalid(format!(
+                "{}: holds a run already (last.ckpt); resume it, overwrite it, or choose another folder",
+                out.display()
+            )));
+        }
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         let device = device.clone().autodiff();
         let model = match init {
@@ -170,8 +217,8 @@ impl Trainer {
         self
     }
 
-    /// Computes validation logits with `engine` instead of burn's forward pass (the CLI
-    /// evaluates with the deploy runtime, which is several times faster on the CPU).
+    /// Computes validation logits with `engine` instead of burn's forward pass (e.g.
+    /// [`crate::engine::runtime_engine`], several times faster on the CPU).
     pub fn with_eval_engine(mut self, engine: Engine) -> Self {
         self.engine = Some(engine);
         self
@@ -179,13 +226,7 @@ impl Trainer {
 
     fn evaluate(&self, model: &Model, data: &Data, val: &[usize]) -> Result<Report> {
         match &self.engine {
-            Some(make) => evaluate_with(
-                &mut *make(model)?,
-                model.config().num_classes,
-                data.val.clone(),
-                val,
-                &self.cfg.eval,
-            ),
+            Some(make) => evaluate_with(&mut *make(model)?, data.val.clone(), val, &self.cfg.eval),
             None => evaluate(model, data.val.clone(), val, &self.cfg.eval),
         }
     }
@@ -216,142 +257,28 @@ impl Trainer {
         if n_train == 0 {
             return Err(Error::Invalid("the training split has no images".into()));
         }
-        let bs = self.cfg.batch_size.min(n_train);
-        self.cfg.batch_size = bs;
+        self.cfg.batch_size = self.cfg.batch_size.min(n_train);
         let steps = self.steps_per_epoch(n_train);
-        let sched = self.schedule(steps);
-        let total_steps = sched.total_steps;
-        let started = Instant::now();
-        let elapsed_before = self.state.elapsed_s;
-        let elapsed = |started: &Instant| elapsed_before + started.elapsed().as_secs_f64();
-        let [c, s] = [self.cfg.augment.pre.channels, self.cfg.augment.pre.img_size];
-
+        let plan = Plan {
+            n_train,
+            steps,
+            sched: self.schedule(steps),
+            started: Instant::now(),
+            elapsed_before: self.state.elapsed_s,
+        };
         while self.state.epoch < self.cfg.epochs {
             let epoch = self.state.epoch;
-            let mut order: Vec<usize> = (0..n_train).collect();
-            Rng::keyed(&[self.cfg.seed, epoch as u64, 0x0DE7]).shuffle(&mut order);
-            order.truncate(steps * bs);
-            let skip = self.state.step_in_epoch * bs;
-            let aug = self.cfg.augment.clone();
-            let seed = self.cfg.seed;
-            let f = move |pos: usize, img: &repghost_data::Image| {
-                aug.apply(img, &mut Rng::keyed(&[seed, epoch as u64, (skip + pos) as u64]))
-            };
-            let rx = batches_with(
-                data.train.clone(),
-                order[skip..].to_vec(),
-                [c, s],
-                Arc::new(f),
-                bs,
-                4,
-            );
             obs.epoch_start(epoch, self.cfg.epochs, steps, self.state.step_in_epoch);
-            let mut t0 = Instant::now();
-            for batch in rx {
-                if let Some((name, msg)) = batch.failed.first() {
-                    return Err(Error::Data {
-                        name: name.clone(),
-                        msg: msg.clone(),
-                    });
-                }
-                let step = self.state.global_step;
-                let lr = sched.lr(step);
-                let keep = self.dropout_mask(epoch, self.state.step_in_epoch * bs, &batch.indices);
-                let sb = StepBatch {
-                    inputs: &batch.inputs,
-                    shape: batch.shape,
-                    labels: &batch.labels,
-                    keep: keep.as_ref().map(|k| (k.as_slice(), HEAD_CHANNELS)),
-                };
-                let (value, grads) = gradients(
-                    &self.model,
-                    &sb,
-                    self.cfg.workers,
-                    self.cfg.label_smoothing,
-                    &self.devices,
-                );
-                if !value.is_finite() {
-                    return Err(Error::Diverged {
-                        value,
-                        epoch,
-                        step: self.state.step_in_epoch,
-                        global_step: step,
-                    });
-                }
-                self.model = self.sgd.step(self.model.clone(), grads, lr);
-                // Merges the BatchNorm statistics the workers computed (burn keeps them per
-                // thread until a sync) and gives the EMA plain tensors.
-                let synced = self.model.valid();
-                if let Some(ema) = &mut self.ema {
-                    ema.update(&synced, step, total_steps);
-                }
-                let n = batch.labels.len();
-                self.state.global_step += 1;
-                self.state.step_in_epoch += 1;
-                self.state.epoch_loss_sum += value as f64 * n as f64;
-                self.state.epoch_images += n;
-                self.state.epoch_train_s += t0.elapsed().as_secs_f64();
-                t0 = Instant::now();
-                obs.step(&StepInfo {
+            if !self.train_epoch(data, &plan, obs, stop)? {
+                self.state.elapsed_s = plan.elapsed();
+                self.save_checkpoint()?;
+                return Ok(Outcome::Interrupted {
                     epoch,
-                    epochs: self.cfg.epochs,
-                    step: self.state.step_in_epoch,
-                    steps,
-                    loss: value as f64,
-                    lr,
-                    images_per_s: self.state.epoch_images as f64 / self.state.epoch_train_s.max(1e-9),
+                    global_step: self.state.global_step,
                 });
-                if stop.load(Ordering::SeqCst) && self.state.step_in_epoch < steps {
-                    self.state.elapsed_s = elapsed(&started);
-                    self.save_checkpoint()?;
-                    return Ok(Outcome::Interrupted {
-                        epoch,
-                        global_step: self.state.global_step,
-                    });
-                }
             }
-
             obs.evaluating(epoch);
-            let val = self.val_indices(data);
-            let report = self.evaluate(&self.model.valid(), data, &val)?;
-            let ema_report = match &self.ema {
-                Some(e) => Some(self.evaluate(&e.model, data, &val)?),
-                None => None,
-            };
-            let row = EpochRow {
-                epoch: epoch + 1,
-                lr: sched.lr(self.state.global_step.saturating_sub(1)),
-                train_loss: self.state.epoch_loss_sum / self.state.epoch_images.max(1) as f64,
-                top1: report.top1,
-                top5: report.top5,
-                ema_top1: ema_report.as_ref().map(|r| r.top1),
-                ema_top5: ema_report.as_ref().map(|r| r.top5),
-                images_per_s: self.state.epoch_images as f64 / self.state.epoch_train_s.max(1e-9),
-                wall_s: elapsed(&started),
-            };
-            let (best_model, best_top1) = match &self.ema {
-                Some(e) if row.ema_top1.unwrap_or(0.0) > row.top1 => {
-                    (e.model.clone(), row.ema_top1.unwrap_or(0.0))
-                }
-                _ => (self.model.valid(), row.top1),
-            };
-            if best_top1 > self.state.best_top1 || self.state.history.is_empty() {
-                self.state.best_top1 = best_top1;
-                self.state.best_epoch = epoch + 1;
-                self.save_weights(&best_model, Form::Train, "best.safetensors")?;
-            }
-            self.state.history.push(row.clone());
-            self.state.epoch += 1;
-            self.state.step_in_epoch = 0;
-            self.state.epoch_loss_sum = 0.0;
-            self.state.epoch_images = 0;
-            self.state.epoch_train_s = 0.0;
-            self.state.elapsed_s = elapsed(&started);
-            write_atomic(
-                &self.out.join("metrics.csv"),
-                metrics_csv(&self.state.history).as_bytes(),
-            )?;
-            self.save_checkpoint()?;
+            let row = self.end_epoch(data, &plan)?;
             obs.epoch_end(&row, &self.state.history);
             if stop.load(Ordering::SeqCst) && self.state.epoch < self.cfg.epochs {
                 return Ok(Outcome::Interrupted {
@@ -360,12 +287,156 @@ impl Trainer {
                 });
             }
         }
-
         let summary = self.finish(data)?;
         Ok(Outcome::Finished(Box::new(Summary {
-            seconds: elapsed(&started),
+            seconds: plan.elapsed(),
             ..summary
         })))
+    }
+
+    /// The rest of the current epoch's updates; `false` when `stop` was set before its end.
+    fn train_epoch(
+        &mut self,
+        data: &Data,
+        plan: &Plan,
+        obs: &mut dyn Observer,
+        stop: &AtomicBool,
+    ) -> Result<bool> {
+        let epoch = self.state.epoch;
+        let bs = self.cfg.batch_size;
+        let mut order: Vec<usize> = (0..plan.n_train).collect();
+        Rng::keyed(&[self.cfg.seed, epoch as u64, 0x0DE7]).shuffle(&mut order);
+        order.truncate(plan.steps * bs);
+        let skip = self.state.step_in_epoch * bs;
+        let aug = self.cfg.augment.clone();
+        let seed = self.cfg.seed;
+        let f = move |pos: usize, img: &repghost_data::Image| {
+            aug.apply(img, &mut Rng::keyed(&[seed, epoch as u64, (skip + pos) as u64]))
+        };
+        let [c, s] = [self.cfg.augment.pre.channels, self.cfg.augment.pre.img_size];
+        let rx = batches_with(
+            data.train.clone(),
+            order[skip..].to_vec(),
+            [c, s],
+            Arc::new(f),
+            bs,
+            4,
+        );
+        let mut t0 = Instant::now();
+        for batch in rx {
+            if let Some((name, msg)) = batch.failed.first() {
+                return Err(Error::Data {
+                    name: name.clone(),
+                    msg: msg.clone(),
+                });
+            }
+            let lr = plan.sched.lr(self.state.global_step);
+            let loss = self.step(&batch, lr, plan.sched.total_steps)?;
+            let n = batch.labels.len();
+            self.state.global_step += 1;
+            self.state.step_in_epoch += 1;
+            self.state.epoch_loss_sum += loss as f64 * n as f64;
+            self.state.epoch_images += n;
+            self.state.epoch_train_s += t0.elapsed().as_secs_f64();
+            t0 = Instant::now();
+            obs.step(&StepInfo {
+                epoch,
+                epochs: self.cfg.epochs,
+                step: self.state.step_in_epoch,
+                steps: plan.steps,
+                loss: loss as f64,
+                lr,
+                images_per_s: self.state.epoch_images as f64 / self.state.epoch_train_s.max(1e-9),
+            });
+            if stop.load(Ordering::SeqCst) && self.state.step_in_epoch < plan.steps {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// One SGD update on `batch` and the EMA after it; the batch's mean loss.
+    fn step(&mut self, batch: &Batch, lr: f64, total_steps: usize) -> Result<f32> {
+        let epoch = self.state.epoch;
+        let step = self.state.global_step;
+        let bs = self.cfg.batch_size;
+        let keep = self.dropout_mask(epoch, self.state.step_in_epoch * bs, &batch.indices);
+        let sb = StepBatch {
+            inputs: &batch.inputs,
+            shape: batch.shape,
+            labels: &batch.labels,
+            keep: keep.as_ref().map(|k| (k.as_slice(), HEAD_CHANNELS)),
+        };
+        let (value, grads) = gradients(
+            &self.model,
+            &sb,
+            self.cfg.workers,
+            self.cfg.label_smoothing,
+            &self.devices,
+        );
+        if !value.is_finite() {
+            return Err(Error::Diverged {
+                value,
+                epoch,
+                step: self.state.step_in_epoch,
+                global_step: step,
+            });
+        }
+        self.model = self.sgd.step(self.model.clone(), grads, lr);
+        // Merges the BatchNorm statistics the workers computed (burn keeps them per thread
+        // until a sync) and gives the EMA plain tensors.
+        let synced = self.model.valid();
+        if let Some(ema) = &mut self.ema {
+            ema.update(&synced, step, total_steps);
+        }
+        Ok(value)
+    }
+
+    /// Evaluates model and EMA, keeps the best weights, and writes `metrics.csv` and
+    /// `last.ckpt`; the epoch's row.
+    fn end_epoch(&mut self, data: &Data, plan: &Plan) -> Result<EpochRow> {
+        let epoch = self.state.epoch;
+        let val = self.val_indices(data);
+        let report = self.evaluate(&self.model.valid(), data, &val)?;
+        let ema_report = match &self.ema {
+            Some(e) => Some(self.evaluate(&e.model, data, &val)?),
+            None => None,
+        };
+        let row = EpochRow {
+            epoch: epoch + 1,
+            lr: plan.sched.lr(self.state.global_step.saturating_sub(1)),
+            train_loss: self.state.epoch_loss_sum / self.state.epoch_images.max(1) as f64,
+            top1: report.top1,
+            top5: report.top5,
+            ema_top1: ema_report.as_ref().map(|r| r.top1),
+            ema_top5: ema_report.as_ref().map(|r| r.top5),
+            images_per_s: self.state.epoch_images as f64 / self.state.epoch_train_s.max(1e-9),
+            wall_s: plan.elapsed(),
+        };
+        let (best_model, best_top1) = match &self.ema {
+            Some(e) if row.ema_top1.unwrap_or(0.0) > row.top1 => {
+                (e.model.clone(), row.ema_top1.unwrap_or(0.0))
+            }
+            _ => (self.model.valid(), row.top1),
+        };
+        if best_top1 > self.state.best_top1 || self.state.history.is_empty() {
+            self.state.best_top1 = best_top1;
+            self.state.best_epoch = epoch + 1;
+            self.save_weights(&best_model, Form::Train, "best.safetensors")?;
+        }
+        self.state.history.push(row.clone());
+        self.state.epoch += 1;
+        self.state.step_in_epoch = 0;
+        self.state.epoch_loss_sum = 0.0;
+        self.state.epoch_images = 0;
+        self.state.epoch_train_s = 0.0;
+        self.state.elapsed_s = plan.elapsed();
+        write_atomic(
+            &self.out.join("metrics.csv"),
+            metrics_csv(&self.state.history).as_bytes(),
+        )?;
+        self.save_checkpoint()?;
+        Ok(row)
     }
 
     /// Dropout keep-mask for the samples at `pos..` of this epoch's order: a function of
@@ -432,9 +503,7 @@ impl Trainer {
             );
             let a = crate::reparam::host(&train.forward(x.clone()));
             let b = crate::reparam::host(&deploy.forward(x));
-            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12) as f64;
-            let diff = a.iter().zip(&b).fold(0f32, |m, (p, q)| m.max((p - q).abs())) as f64;
-            rel = rel.max(diff / scale);
+            rel = rel.max(rel_diff(&b, &a));
         }
         if rel.is_nan() || rel >= 1e-3 {
             return Err(Error::Invalid(format!(

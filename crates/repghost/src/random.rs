@@ -1,4 +1,5 @@
-//! Random models that make parity tests meaningful (used by tests and benchmarks).
+//! Random models and inputs that make parity checks meaningful (used by tests, benchmarks
+//! and the demo).
 //!
 //! Fresh BatchNorms (mean 0, var 1, γ 1, β 0) hide fusion bugs, and arbitrary statistics
 //! make a random net's logits nearly independent of its input. So affine parameters are

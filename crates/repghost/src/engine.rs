@@ -1,0 +1,142 @@
+//! The engines that compute a model's logits: burn's forward pass on the model's device, or
+//! the deploy runtime (`repghost-runtime`, CPU only), fed the re-parameterized weights.
+
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+use repghost_data::Preprocess;
+
+use crate::error::Result;
+use crate::model::Model;
+use crate::train::{Engine, Logits};
+use crate::weights::safetensors_io::{self, Meta};
+use crate::weights::{state_dict, Form};
+
+/// Which engine computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    /// The runtime on the CPU, burn on a GPU.
+    Auto,
+    Runtime,
+    Burn,
+}
+
+impl EngineKind {
+    /// Whether the runtime computes when the model lives on the CPU (`cpu`) or not.
+    pub fn uses_runtime(self, cpu: bool) -> bool {
+        match self {
+            EngineKind::Auto => cpu,
+            EngineKind::Runtime => true,
+            EngineKind::Burn => false,
+        }
+    }
+}
+
+/// burn's forward pass on the model's device.
+pub struct BurnLogits {
+    model: Model,
+    device: Device,
+}
+
+impl BurnLogits {
+    /// `model` in inference form (`Model::valid`), on the device of its parameters.
+    pub fn new(model: &Model) -> Self {
+        BurnLogits {
+            model: model.clone(),
+            device: first_device(model),
+        }
+    }
+}
+
+impl Logits for BurnLogits {
+    fn logits(&mut self, inputs: Vec<f32>, shape: [usize; 4]) -> Result<Vec<f32>> {
+        let x = Tensor::<4>::from_data(TensorData::new(inputs, shape), &self.device);
+        Ok(crate::reparam::host(&self.model.forward(x)))
+    }
+}
+
+fn first_device(model: &Model) -> Device {
+    struct D(Option<Device>);
+    impl burn::module::ModuleVisitor for D {
+        fn visit_float<const N: usize>(&mut self, p: &Param<Tensor<N>>) {
+            self.0.get_or_insert_with(|| p.val().device());
+        }
+    }
+    let mut d = D(None);
+    model.visit(&mut d);
+    d.0.unwrap_or_else(Device::flex)
+}
+
+/// The runtime model of an inference-form `model` (train-form weights are folded first),
+/// built in memory from the same safetensors bytes `repghost convert` would write.
+pub fn to_runtime(
+    model: &Model,
+    form: Form,
+    name: &str,
+    preprocess: Option<Preprocess>,
+) -> Result<repghost_runtime::Model> {
+    let deploy = if form == Form::Deploy {
+        model.clone()
+    } else {
+        model.clone().reparameterize()
+    };
+    let meta = Meta {
+        model: name.to_string(),
+        config: deploy.config().clone(),
+        form: Form::Deploy,
+        preprocess,
+    };
+    let bytes = safetensors_io::to_bytes(&state_dict(&deploy, Form::Deploy), &meta)?;
+    Ok(repghost_runtime::Model::from_bytes(&bytes)?)
+}
+
+/// The deploy runtime running one model, with the workspace of the last input shape.
+pub struct RuntimeLogits {
+    rt: repghost_runtime::Model,
+    cache: Option<([usize; 4], repghost_runtime::Workspace)>,
+    threads: usize,
+}
+
+impl RuntimeLogits {
+    /// [`to_runtime`], run on `threads` threads.
+    pub fn new(
+        model: &Model,
+        form: Form,
+        name: &str,
+        preprocess: Option<Preprocess>,
+        threads: usize,
+    ) -> Result<Self> {
+        Ok(RuntimeLogits {
+            rt: to_runtime(model, form, name, preprocess)?,
+            cache: None,
+            threads: threads.max(1),
+        })
+    }
+
+    /// Logits `[n, classes]` of an `[n, c, h, w]` batch.
+    pub fn run(&mut self, inputs: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+        if self.cache.as_ref().map(|(s, _)| *s) != Some(shape) {
+            let ws = self
+                .rt
+                .workspace_threads(shape[0], shape[2], shape[3], self.threads)?;
+            self.cache = Some((shape, ws));
+        }
+        let (_, ws) = self.cache.as_mut().expect("just set");
+        Ok(self.rt.run(ws, inputs, repghost_runtime::Layout::Nchw)?.to_vec())
+    }
+}
+
+impl Logits for RuntimeLogits {
+    fn logits(&mut self, inputs: Vec<f32>, shape: [usize; 4]) -> Result<Vec<f32>> {
+        self.run(&inputs, shape)
+    }
+}
+
+/// The trainer's evaluation hook on the runtime: the model (or its EMA) folded in memory and
+/// run on `threads` threads. Folding is idempotent, so a deploy-form model passes too.
+pub fn runtime_engine(name: &str, threads: usize) -> Engine {
+    let name = name.to_string();
+    std::sync::Arc::new(move |m: &Model| {
+        let rt = RuntimeLogits::new(m, Form::Train, &name, None, threads)?;
+        Ok(Box::new(rt) as Box<dyn Logits>)
+    })
+}
