@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measures our runtime, burn and ONNX Runtime on the same weights, in one session.
+"""Measures our runtime, burn and ONNX Runtime on the same weights, in one run.
 
 For each model: a timm model with random weights (fixed seed) is written as a train-form
 safetensors checkpoint, converted with `repghost convert`, benchmarked with `repghost bench`

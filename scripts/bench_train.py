@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Training-step throughput of repghost (burn, CPU) next to PyTorch, in one session.
+"""Training-step throughput of repghost (burn, CPU) next to PyTorch, in one run.
 
 A step is the train form's forward (BatchNorm on batch statistics), label-smoothed
 cross-entropy, backward and an SGD-Nesterov update, on random 224² images at batch 32, for

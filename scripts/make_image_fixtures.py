@@ -107,7 +107,7 @@ def main():
         im = load_rgb(os.path.join(img_dir, name))
         t64(im).save(os.path.join(exp_dir, name + ".64.png"))
         summary["files"][name] = {"size": list(im.size)}
-    # The full 224 pipeline on the ANCHORS-sized landscape.
+    # The full 224 pipeline on a 500x375 landscape.
     eval_transform(224)(load_rgb(os.path.join(img_dir, "landscape.jpg"))).save(os.path.join(exp_dir, "landscape.jpg.224.png"))
 
     # Reference predictions of the repghostnet_050 fixture model (10 classes) at 224.

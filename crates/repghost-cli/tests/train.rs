@@ -293,7 +293,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run() {
     }
 }
 
-/// SIGTERM (what `kill`, schedulers and a stopping session send) saves the checkpoint as
+/// SIGTERM (what `kill`, schedulers and a shutting-down host send) saves the checkpoint as
 /// Ctrl-C does, instead of killing the run and losing the epoch under way.
 #[test]
 fn sigterm_saves_a_checkpoint() {

@@ -4,8 +4,8 @@
 //! Pillow (`libImaging/Resample.c`) computes filter weights in double precision, scales the
 //! support by the downscaling factor (antialiasing), normalizes each window to sum 1, rounds
 //! the weights to 22-bit fixed point, runs the horizontal pass into an 8-bit clipped
-//! intermediate and then the vertical pass. We do the same, step for step: ANCHORS.md
-//! measured a generic Catmull-Rom resizer 2 levels off Pillow on a noisy picture.
+//! intermediate and then the vertical pass. We do the same, step for step: a generic Catmull-Rom resizer
+//! is 2 levels off Pillow on a noisy picture (docs/reference.md).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! Parameter and MAC counts of the deploy form against the paper's Table 2 and the exact
-//! reference counts in shared/ANCHORS.md (every BatchNorm folded, 3×224×224).
+//! reference counts in docs/reference.md (every BatchNorm folded, 3×224×224).
 
 use burn::tensor::Device;
 use repghost::variants::resolve;

@@ -47,23 +47,30 @@ fn whole_net_fold_is_exact_in_f64_for_every_variant() {
     }
 }
 
-/// As deployed, in f32: within 2e-5 relative (max |Δ| / max |logit|) for every variant.
-/// What remains is f32 rounding of the forward pass (measured 2.1e-6–1.3e-5 at these seeds,
-/// the largest for the `wo` ablation; 1.8e-6–8.1e-6 before the calibration's batch statistics
-/// were summed in f64, which changes the calibrated weights in their last bits; PyTorch's own
-/// train and deploy forms differ by ~2e-6); the fold itself is exact (above).
+/// Representatives of the family for the f32 checks: the smallest and largest official
+/// widths, 1.11× for channel counts that are no multiple of 8, an ablation and GhostNet. The
+/// fold's algebra is checked on every variant in f64 (above).
+const REPRESENTATIVES: [&str; 5] = [
+    "repghostnet_050",
+    "repghostnet_111",
+    "repghostnet_200",
+    "repghostnet_wo_0_5x",
+    "ghostnet_100",
+];
+
+/// As deployed, in f32: within 2e-5 relative (max |Δ| / max |logit|). What remains is f32
+/// rounding of the forward pass (measured 2.1e-6–1.3e-5 at these seeds, the largest for the
+/// `wo` ablation; PyTorch's own train and deploy forms differ by ~2e-6).
 #[test]
-fn whole_net_deploy_equals_train_in_f32_for_every_variant() {
+fn whole_net_deploy_equals_train_in_f32_for_representatives() {
     let device = Device::flex();
-    for v in VARIANTS.iter() {
-        let train = calibrated(&v.config(10), 11, 64);
+    for name in REPRESENTATIVES {
+        let train = calibrated(&resolve(name).unwrap().1.config(10), 11, 64);
         let x = input(&device, [2, 3, 64, 64]);
         let a = host(train.forward(x.clone()));
         let b = host(train.reparameterize().forward(x));
-        let tol = 2e-5;
         let e = rel(&b, &a);
-        eprintln!("{}: f32 deploy vs train {e:.2e}", v.name);
-        assert!(e < tol, "{}: deploy vs train relative error {e:.2e}", v.name);
+        assert!(e < 2e-5, "{name}: deploy vs train relative error {e:.2e}");
     }
 }
 

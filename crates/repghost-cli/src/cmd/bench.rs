@@ -1,6 +1,6 @@
 //! `repghost bench`: latency and throughput of the engines on the same weights. Speed is
-//! measured here (and in scripts/bench_ort.py, which runs ONNX Runtime in the same session),
-//! never in tests.
+//! measured here (and in scripts/bench_ort.py, which runs ONNX Runtime beside it), never in
+//! tests.
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -28,6 +28,10 @@ pub struct Args {
     /// Threads for the runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Input side of the latency measurements (the paper's 224; parameters and MACs are
+    /// always counted at 224²).
+    #[arg(long, default_value_t = 224)]
+    size: usize,
 }
 
 /// Median, min and max of `runs` timings of `f` in milliseconds, after warm-up.
@@ -54,9 +58,15 @@ fn deploy_runtime(v: &Variant) -> Result<(BurnModel, BurnModel, RtModel)> {
     Ok((train, deploy, rt))
 }
 
-fn runtime_latency(rt: &RtModel, batch: usize, threads: usize, runs: usize) -> Result<(f64, f64, f64)> {
-    let x = Rng::new(1).vec(batch * 3 * 224 * 224, Rng::normal);
-    let mut ws = rt.workspace_threads(batch, 224, 224, threads)?;
+fn runtime_latency(
+    rt: &RtModel,
+    batch: usize,
+    side: usize,
+    threads: usize,
+    runs: usize,
+) -> Result<(f64, f64, f64)> {
+    let x = Rng::new(1).vec(batch * 3 * side * side, Rng::normal);
+    let mut ws = rt.workspace_threads(batch, side, side, threads)?;
     let mut err = None;
     let s = stats(runs, || {
         if let Err(e) = rt.run(&mut ws, &x, Layout::Nchw) {
@@ -69,9 +79,9 @@ fn runtime_latency(rt: &RtModel, batch: usize, threads: usize, runs: usize) -> R
     }
 }
 
-fn burn_latency(m: &BurnModel, runs: usize) -> (f64, f64, f64) {
-    let x = Rng::new(1).vec(3 * 224 * 224, Rng::normal);
-    let t = Tensor::<4>::from_data(TensorData::new(x, [1, 3, 224, 224]), &Device::flex());
+fn burn_latency(m: &BurnModel, side: usize, runs: usize) -> (f64, f64, f64) {
+    let x = Rng::new(1).vec(3 * side * side, Rng::normal);
+    let t = Tensor::<4>::from_data(TensorData::new(x, [1, 3, side, side]), &Device::flex());
     stats(runs, || {
         std::hint::black_box(m.forward(t.clone()).into_data());
     })
@@ -116,6 +126,10 @@ pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let (runs, threads) = (args.runs.max(3), args.threads.max(1));
+    if !(32..=1024).contains(&args.size) {
+        return Err(crate::usage!("--size must be between 32 and 1024"));
+    }
+    let side = args.size;
     let mut md = String::new();
     let date = std::process::Command::new("date")
         .arg("-u")
@@ -128,7 +142,7 @@ pub fn run(args: Args) -> Result<()> {
     writeln!(md, "# RepGhost on this machine\n")?;
     writeln!(
         md,
-        "{date}; {}; SIMD level {}; runtime threads {threads}; medians of {runs} runs (batch 32: {}), with [min – max]. \
+        "{date}; {}; SIMD level {}; runtime threads {threads}; input {side}²; medians of {runs} runs (batch 32: {}), with [min – max]. \
          Regenerate with `cargo run --release -- report`.\n",
         cpu_model(),
         repghost_runtime::simd_level().name(),
@@ -182,9 +196,9 @@ pub fn run(args: Args) -> Result<()> {
     writeln!(md, "| form | engine | latency (ms) |\n|---|---|---|")?;
     let v100 = resolve("repghostnet_100")?.1;
     let (train, deploy, rt) = deploy_runtime(&v100)?;
-    let tr = burn_latency(&train, runs);
-    let de = burn_latency(&deploy, runs);
-    let ru = runtime_latency(&rt, 1, threads, runs)?;
+    let tr = burn_latency(&train, side, runs);
+    let de = burn_latency(&deploy, side, runs);
+    let ru = runtime_latency(&rt, 1, side, threads, runs)?;
     writeln!(
         md,
         "| train (BatchNorm, fusion branches) | burn | {:.2} [{:.2} – {:.2}] |",
@@ -210,7 +224,7 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!("[3/4] RepGhostNet vs GhostNet, [4/4] the family");
     writeln!(
         md,
-        "## 3–4. The family next to GhostNet (deploy form, 224², runtime)\n"
+        "## 3–4. The family next to GhostNet (deploy form, {side}², runtime)\n"
     )?;
     writeln!(md, "| model | params | MACs (M) | ImageNet top-1 (%) | batch 1 (ms) | batch 32 (img/s) |\n|---|---|---|---|---|---|")?;
     let mut rep = Series {
@@ -225,8 +239,8 @@ pub fn run(args: Args) -> Result<()> {
     for v in VARIANTS.iter().filter(|v| !v.ablation) {
         let (_, deploy, rt) = deploy_runtime(v)?;
         let c = deploy.count([224, 224]);
-        let b1 = runtime_latency(&rt, 1, threads, runs)?;
-        let b32 = runtime_latency(&rt, 32, threads, (runs / 4).max(3))?;
+        let b1 = runtime_latency(&rt, 1, side, threads, runs)?;
+        let b32 = runtime_latency(&rt, 32, side, threads, (runs / 4).max(3))?;
         let top1 = v.imagenet_top1();
         writeln!(
             md,
