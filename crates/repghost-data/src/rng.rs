@@ -51,6 +51,11 @@ impl Rng {
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 
+    /// `n` standard normal values as f32 (random inputs and weights).
+    pub fn normals(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.normal() as f32).collect()
+    }
+
     pub fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.uniform() < p
     }

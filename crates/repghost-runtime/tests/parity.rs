@@ -19,7 +19,7 @@ fn deploy(name: &str, seed: u64) -> (BurnModel, Model) {
 
 fn input(shape: [usize; 4], seed: u64) -> Vec<f32> {
     let mut r = Rng::new(seed);
-    r.vec(shape.iter().product(), Rng::normal)
+    r.normals(shape.iter().product())
 }
 
 fn burn_logits(m: &BurnModel, x: &[f32], shape: [usize; 4]) -> Vec<f32> {

@@ -11,30 +11,9 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use crate::config::NetConfig;
 use crate::model::Model;
 
-/// A small deterministic generator (xorshift64*), so fixtures need no RNG dependency.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        ((self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32) / (1u64 << 24) as f32
-    }
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f32 {
-        let u = self.uniform().max(1e-7);
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
-    }
-    pub fn vec(&mut self, n: usize, f: impl Fn(&mut Self) -> f32) -> Vec<f32> {
-        (0..n).map(|_| f(self)).collect()
-    }
-}
+/// The project's one seeded generator, re-exported for the tests and benchmarks that use
+/// this module.
+pub use repghost_data::Rng;
 
 /// Which BatchNorm tensors to touch.
 #[derive(Clone, Copy)]
@@ -72,13 +51,15 @@ impl ModuleMapper for BnRandomizer {
         let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
         let bound = 1.0 / (fan_in as f32).sqrt();
         let f: Option<Redraw> = match (self.phase, leaf) {
-            (Phase::Weights, "weight") => Some(Box::new(move |r, _| bound * (2.0 * r.uniform() - 1.0))),
-            (Phase::Weights, "bias") => Some(Box::new(|r, _| 0.1 * (2.0 * r.uniform() - 1.0))),
-            (Phase::Affine | Phase::Set, "gamma") => Some(Box::new(|r, _| 0.5 + r.uniform())),
-            (Phase::Affine | Phase::Set, "beta") => Some(Box::new(|r, _| 0.1 * r.normal())),
-            (Phase::Perturb, "running_var") => Some(Box::new(|r, v| v * (0.8 + 0.45 * r.uniform()))),
-            (Phase::Set, "running_mean") => Some(Box::new(|r, _| 0.3 * r.normal())),
-            (Phase::Set, "running_var") => Some(Box::new(|r, _| 0.5 + 1.5 * r.uniform())),
+            (Phase::Weights, "weight") => {
+                Some(Box::new(move |r, _| bound * (2.0 * r.uniform() as f32 - 1.0)))
+            }
+            (Phase::Weights, "bias") => Some(Box::new(|r, _| 0.1 * (2.0 * r.uniform() as f32 - 1.0))),
+            (Phase::Affine | Phase::Set, "gamma") => Some(Box::new(|r, _| 0.5 + r.uniform() as f32)),
+            (Phase::Affine | Phase::Set, "beta") => Some(Box::new(|r, _| 0.1 * r.normal() as f32)),
+            (Phase::Perturb, "running_var") => Some(Box::new(|r, v| v * (0.8 + 0.45 * r.uniform() as f32))),
+            (Phase::Set, "running_mean") => Some(Box::new(|r, _| 0.3 * r.normal() as f32)),
+            (Phase::Set, "running_var") => Some(Box::new(|r, _| 0.5 + 1.5 * r.uniform() as f32)),
             _ => None,
         };
         let Some(f) = f else { return param };
@@ -117,7 +98,7 @@ pub fn randomize<M: Module>(m: M, seed: u64) -> M {
 pub fn normal_input(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
     let mut rng = Rng::new(seed);
     let n = shape.iter().product();
-    Tensor::from_data(TensorData::new(rng.vec(n, Rng::normal), shape), device)
+    Tensor::from_data(TensorData::new(rng.normals(n), shape), device)
 }
 
 /// A random model in train form whose BatchNorm statistics are calibrated on one train-mode

@@ -81,7 +81,7 @@ fn exported_graphs_match_burn_in_tract() {
         assert_eq!(ops.contains(&"Concat"), name.starts_with("ghostnet"), "{name}");
         assert_no_default_attributes(&decoded, name);
         let shape = [batch, 3, size, size];
-        let x = Rng::new(4).vec(shape.iter().product(), Rng::normal);
+        let x = Rng::new(4).normals(shape.iter().product());
         let got = tract_logits(&bytes, &x, shape);
         let want = burn_logits(&model, &x, shape);
         let e = rel(&got, &want);

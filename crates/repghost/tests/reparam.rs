@@ -58,9 +58,10 @@ const REPRESENTATIVES: [&str; 5] = [
     "ghostnet_100",
 ];
 
-/// As deployed, in f32: within 2e-5 relative (max |Δ| / max |logit|). What remains is f32
-/// rounding of the forward pass (measured 2.1e-6–1.3e-5 at these seeds, the largest for the
-/// `wo` ablation; PyTorch's own train and deploy forms differ by ~2e-6).
+/// As deployed, in f32: within 1.5e-5 relative (max |Δ| / max |logit|). What remains is f32
+/// rounding of the forward pass (measured 1.9e-6–5.7e-6 at these seeds on an AVX2 EPYC, the
+/// largest for the `wo` ablation; other CPUs sum in another order; PyTorch's own train and
+/// deploy forms differ by ~2e-6).
 #[test]
 fn whole_net_deploy_equals_train_in_f32_for_representatives() {
     let device = Device::flex();
@@ -70,7 +71,8 @@ fn whole_net_deploy_equals_train_in_f32_for_representatives() {
         let a = host(train.forward(x.clone()));
         let b = host(train.reparameterize().forward(x));
         let e = rel(&b, &a);
-        assert!(e < 2e-5, "{name}: deploy vs train relative error {e:.2e}");
+        eprintln!("{name}: f32 deploy vs train {e:.2e}");
+        assert!(e < 1.5e-5, "{name}: deploy vs train relative error {e:.2e}");
     }
 }
 

@@ -3,7 +3,6 @@
 //! tests.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::Result;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -65,19 +64,19 @@ enum Format {
     Json,
 }
 
+/// Median and minimum of `runs` timings of `f` in milliseconds (`report::stats`, stopping at
+/// the first error).
 fn timed(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
-    let warm = (runs / 10).max(2);
-    for _ in 0..warm {
-        f()?;
+    let mut err = None;
+    let (median, min, _) = super::report::stats(runs, || {
+        if err.is_none() {
+            err = f().err();
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok((median, min)),
     }
-    let mut t = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let s = Instant::now();
-        f()?;
-        t.push(s.elapsed().as_secs_f64() * 1e3);
-    }
-    t.sort_by(f64::total_cmp);
-    Ok((t[t.len() / 2], t[0]))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -117,7 +116,7 @@ pub fn run(args: Args) -> Result<()> {
         for &batch in &args.batch {
             let shape = [batch, cin, args.size, args.size];
             let mut rng = Rng::new(1);
-            let x = rng.vec(shape.iter().product(), Rng::normal);
+            let x = rng.normals(shape.iter().product());
             for &threads in &args.threads {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
                 for &engine in &args.engine {

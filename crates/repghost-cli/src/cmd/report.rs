@@ -65,7 +65,7 @@ fn runtime_latency(
     threads: usize,
     runs: usize,
 ) -> Result<(f64, f64, f64)> {
-    let x = Rng::new(1).vec(batch * 3 * side * side, Rng::normal);
+    let x = Rng::new(1).normals(batch * 3 * side * side);
     let mut ws = rt.workspace_threads(batch, side, side, threads)?;
     let mut err = None;
     let s = stats(runs, || {
@@ -80,7 +80,7 @@ fn runtime_latency(
 }
 
 fn burn_latency(m: &BurnModel, side: usize, runs: usize) -> (f64, f64, f64) {
-    let x = Rng::new(1).vec(3 * side * side, Rng::normal);
+    let x = Rng::new(1).normals(3 * side * side);
     let t = Tensor::<4>::from_data(TensorData::new(x, [1, 3, side, side]), &Device::flex());
     stats(runs, || {
         std::hint::black_box(m.forward(t.clone()).into_data());
@@ -91,8 +91,8 @@ fn burn_latency(m: &BurnModel, side: usize, runs: usize) -> (f64, f64, f64) {
 /// the channels versus by addition.
 fn concat_vs_add(n: usize, c: usize, hw: usize, runs: usize) -> ((f64, f64, f64), (f64, f64, f64)) {
     let per = c * hw * hw;
-    let a = Rng::new(2).vec(n * per, Rng::normal);
-    let b = Rng::new(3).vec(n * per, Rng::normal);
+    let a = Rng::new(2).normals(n * per);
+    let b = Rng::new(3).normals(n * per);
     let mut cat = vec![0f32; 2 * n * per];
     let mut sum = vec![0f32; n * per];
     let concat = stats(runs, || {
