@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
-"""Checks `repghost export-onnx` output with three consumers: onnx.checker (full check, with
-shape inference), ONNX Runtime and OpenCV's DNN module, whose logits must match the PyTorch
-reference fixtures within 1e-4 relative (train and deploy form, RepGhostNet with SE and
-GhostNet, batch 1 and a dynamic batch).
+"""Checks ONNX exports with three consumers: onnx.checker (full check, with shape inference),
+ONNX Runtime and OpenCV's DNN module, whose logits must match within 1e-4 relative.
+
+Without arguments: `repghost export-onnx` of the PyTorch fixtures (train and deploy form,
+RepGhostNet with SE and GhostNet, batch 1 and a dynamic batch) against PyTorch's logits.
+With `--exports DIR`: the graphs `crates/repghost/tests/onnx.rs` writes there when run with
+REPGHOST_ONNX_DIR=DIR (random weights of several widths, an ablation and GhostNet, with
+burn's logits), each as NAME.onnx, NAME.input.npy and NAME.logits.npy.
 
     pip install onnx onnxruntime opencv-python-headless numpy
-    cargo build --release && python scripts/check_onnx.py
+    cargo build --release --workspace && python scripts/check_onnx.py
+    REPGHOST_ONNX_DIR=/tmp/onnx cargo test --release --workspace --test onnx
+    python scripts/check_onnx.py --exports /tmp/onnx
 """
+import argparse
+import glob
 import os
 import subprocess
 import sys
@@ -33,34 +41,54 @@ def rel(y, want):
     return float(np.abs(y - want).max() / np.abs(want).max())
 
 
+def check(path, x, want, form=None):
+    """Runs one ONNX file in both engines; prints a line and returns whether it passed."""
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    ops = sorted({n.op_type for n in m.graph.node})
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    batch = m.graph.input[0].type.tensor_type.shape.dim[0]
+    xx = x if batch.dim_param else x[: batch.dim_value]
+    y = s.run(None, {"input": xx})[0]
+    err = rel(y, want[: len(y)])
+    try:
+        net = cv2.dnn.readNetFromONNX(path)
+        net.setInput(x[:1])
+        cv_err = rel(net.forward(), want[:1])
+    except cv2.error as e:
+        cv_err = float("inf")
+        print(f"    OpenCV DNN: {str(e).strip().splitlines()[-1]}")
+    ok = err < 1e-4 and cv_err < 1e-4
+    if form is not None:
+        ok = ok and (("BatchNormalization" in ops) == (form == "train"))
+    print(f"{'ok ' if ok else 'BAD'} {os.path.basename(path)}: ONNX Runtime batch {len(y)} relative error {err:.2e}, "
+          f"OpenCV DNN {cv_err:.2e}; ops {ops}")
+    return ok
+
+
 def main():
-    x = np.load(os.path.join(FIX, "input.npy"))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--exports", help="a folder of NAME.onnx, NAME.input.npy, NAME.logits.npy")
+    args = ap.parse_args()
     failed = 0
+    if args.exports:
+        files = sorted(glob.glob(os.path.join(args.exports, "*.onnx")))
+        if not files:
+            sys.exit(f"{args.exports}: no .onnx files")
+        for path in files:
+            stem = path[: -len(".onnx")]
+            x = np.load(stem + ".input.npy")
+            want = np.load(stem + ".logits.npy")
+            failed += not check(path, x, want)
+        sys.exit(1 if failed else 0)
+    x = np.load(os.path.join(FIX, "input.npy"))
     with tempfile.TemporaryDirectory() as d:
         for weights, extra, ref, form, dynamic in CASES:
-            out = os.path.join(d, "m.onnx")
+            out = os.path.join(d, f"{weights}.{form}.onnx")
             cmd = [BIN, "export-onnx", "--weights", os.path.join(FIX, weights), "--out", out, "--form", form,
                    "--size", str(x.shape[2])] + extra + (["--dynamic-batch"] if dynamic else [])
             subprocess.run(cmd, check=True, capture_output=True)
-            m = onnx.load(out)
-            onnx.checker.check_model(m, full_check=True)
-            ops = sorted({n.op_type for n in m.graph.node})
-            s = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
-            xx = x if dynamic else x[:1]
-            y = s.run(None, {"input": xx})[0]
-            want = np.load(os.path.join(FIX, ref))
-            err = rel(y, want[: len(y)])
-            try:
-                net = cv2.dnn.readNetFromONNX(out)
-                net.setInput(x[:1])
-                cv_err = rel(net.forward(), want[:1])
-            except cv2.error as e:
-                cv_err = float("inf")
-                print(f"    OpenCV DNN: {str(e).strip().splitlines()[-1]}")
-            ok = err < 1e-4 and cv_err < 1e-4 and (("BatchNormalization" in ops) == (form == "train"))
-            failed += not ok
-            print(f"{'ok ' if ok else 'BAD'} {weights} {form}: ONNX Runtime batch {len(y)} relative error {err:.2e}, "
-                  f"OpenCV DNN {cv_err:.2e}; ops {ops}")
+            failed += not check(out, x, np.load(os.path.join(FIX, ref)), form)
     sys.exit(1 if failed else 0)
 
 

@@ -150,38 +150,19 @@ fn train_and_demo_never_delete_what_they_did_not_write() {
             serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
         cfg["model"].as_str().unwrap().to_string()
     };
+    let with = |base: &[&str], extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(&["--data", s(data.path()), "--out", s(&run), "--epochs", "1"]);
+        a.extend_from_slice(extra);
+        repghost(&a)
+    };
     let train = |extra: &[&str]| {
-        let mut a = vec![
-            "train",
-            "--data",
-            s(data.path()),
-            "--out",
-            s(&run),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            "--model",
-            "repghostnet_025",
-        ];
-        a.extend_from_slice(extra);
-        repghost(&a)
+        with(
+            &["train", "--batch-size", "32", "--model", "repghostnet_025"],
+            extra,
+        )
     };
-    let demo = |extra: &[&str]| {
-        let mut a = vec![
-            "demo",
-            "--data",
-            s(data.path()),
-            "--out",
-            s(&run),
-            "--limit",
-            "64",
-            "--epochs",
-            "1",
-        ];
-        a.extend_from_slice(extra);
-        repghost(&a)
-    };
+    let demo = |extra: &[&str]| with(&["demo", "--limit", "64"], extra);
     let refused = |o: std::process::Output| {
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{err}");

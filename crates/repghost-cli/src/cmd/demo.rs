@@ -5,6 +5,7 @@
 //! random net, the family's size, deploy vs train latency).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -15,8 +16,8 @@ use repghost::train::{clear_run, Data, DataShape, Preset, TrainConfig, Trainer};
 use repghost::variants::resolve;
 use repghost::weights::{self, Form, LoadOptions};
 use repghost::Model;
-use repghost_data::dataset::{batches, Dataset};
-use repghost_data::idx::{self, Split};
+use repghost_data::dataset::batches;
+use repghost_data::idx::{self, Mnist, Split};
 use repghost_runtime::Layout;
 
 use super::train;
@@ -86,7 +87,7 @@ fn host(t: Tensor<2>) -> Vec<f32> {
 pub fn run(args: Args) -> Result<()> {
     println!("RepGhostNet demo (Chen et al., arXiv 2211.06088)\n");
     match idx::load(args.data.as_deref(), Split::Train) {
-        Ok(_) => with_data(&args),
+        Ok(train) => with_data(&args, train),
         Err(e) => {
             println!("Fashion-MNIST is not available ({e}).");
             println!("Install it with `sudo apt install dataset-fashion-mnist` (or pass --data DIR with its IDX files)");
@@ -146,12 +147,15 @@ fn holds_another_run(out: &std::path::Path, cfg: &TrainConfig) -> bool {
     !same
 }
 
-fn with_data(args: &Args) -> Result<()> {
+fn with_data(args: &Args, train: Mnist) -> Result<()> {
     let name = args
         .data
         .as_ref()
         .map_or("fashion-mnist".to_string(), |p| p.display().to_string());
-    let data = train::open_data(&name)?;
+    let data = Data {
+        train: Arc::new(train),
+        val: Arc::new(idx::load(args.data.as_deref(), Split::Test)?),
+    };
     let cfg = demo_config(args, &data, &name)?;
     if holds_another_run(&args.out, &cfg) && !args.overwrite {
         bail!(
@@ -178,7 +182,6 @@ fn with_data(args: &Args) -> Result<()> {
     let deploy = weights::load(&deploy_path, &LoadOptions::default(), &device)?;
     let train_model = trainer.ema_model().unwrap_or_else(|| trainer.model());
     let pre = deploy.preprocess.clone().unwrap_or_default();
-    let test = idx::load(args.data.as_deref(), Split::Test)?;
     let r = &summary.deploy_report;
     println!(
         "\n2. Test set ({} images), deploy form: top-1 {:.2}%, top-5 {:.2}%, loss {:.3}",
@@ -189,7 +192,7 @@ fn with_data(args: &Args) -> Result<()> {
     );
 
     // Train vs deploy on 256 test images, and a few predictions.
-    let ds: std::sync::Arc<dyn Dataset> = std::sync::Arc::new(test);
+    let ds = data.val.clone();
     let classes = ds.classes();
     let mut worst = 0f64;
     let mut shown = 0;
