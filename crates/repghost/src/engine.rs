@@ -1,15 +1,25 @@
 //! The engines that compute a model's logits: burn's forward pass on the model's device, or
 //! the deploy runtime (`repghost-runtime`, CPU only), fed the re-parameterized weights.
 
+use std::sync::Arc;
+
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use repghost_data::Preprocess;
 
 use crate::error::Result;
 use crate::model::Model;
-use crate::train::{Engine, Logits};
 use crate::weights::safetensors_io::{self, Meta};
 use crate::weights::{state_dict, Form};
+
+/// Logits `[n, classes]` of an `[n, c, h, w]` batch, computed by one model.
+pub trait Logits {
+    fn logits(&mut self, inputs: Vec<f32>, shape: [usize; 4]) -> Result<Vec<f32>>;
+}
+
+/// Makes the [`Logits`] of an inference-form model (train or deploy form). The trainer calls
+/// it for the model and its EMA after every epoch, and for the deployed model at the end.
+pub type Engine = Arc<dyn Fn(&Model) -> Result<Box<dyn Logits>> + Send + Sync>;
 
 /// Which engine computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,7 +145,7 @@ impl Logits for RuntimeLogits {
 /// run on `threads` threads. Folding is idempotent, so a deploy-form model passes too.
 pub fn runtime_engine(name: &str, threads: usize) -> Engine {
     let name = name.to_string();
-    std::sync::Arc::new(move |m: &Model| {
+    Arc::new(move |m: &Model| {
         let rt = RuntimeLogits::new(m, Form::Train, &name, None, threads)?;
         Ok(Box::new(rt) as Box<dyn Logits>)
     })

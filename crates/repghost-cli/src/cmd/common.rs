@@ -7,8 +7,7 @@ use repghost::weights::{self, LoadOptions, Loaded};
 use repghost::Model;
 use repghost_data::{Interpolation, Preprocess};
 
-use repghost::engine::{BurnLogits, EngineKind, RuntimeLogits};
-use repghost::train::Logits;
+use repghost::engine::{BurnLogits, EngineKind, Logits, RuntimeLogits};
 
 use crate::device::{device, DeviceArg};
 

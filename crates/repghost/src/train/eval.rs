@@ -1,26 +1,17 @@
 //! Evaluation of an inference-form model on a labelled image source, by burn's forward pass
-//! or by any other [`Logits`] engine (the CLI plugs in the deploy runtime).
+//! or by any other [`Logits`] engine (such as the deploy runtime).
 
 use std::sync::Arc;
 
 use repghost_data::dataset::{batches, Dataset};
 use repghost_data::Preprocess;
 
-use crate::engine::BurnLogits;
+use crate::engine::{BurnLogits, Logits};
 use crate::error::{Error, Result};
 use crate::metrics::{Accumulator, Report};
 use crate::model::Model;
 
 const EVAL_BATCH: usize = 128;
-
-/// Logits `[n, classes]` of an `[n, c, h, w]` batch, computed by one model.
-pub trait Logits {
-    fn logits(&mut self, inputs: Vec<f32>, shape: [usize; 4]) -> Result<Vec<f32>>;
-}
-
-/// Makes the [`Logits`] of an inference-form model (train or deploy form). The trainer calls
-/// it for the model and its EMA after every epoch, and for the deployed model at the end.
-pub type Engine = Arc<dyn Fn(&Model) -> Result<Box<dyn Logits>> + Send + Sync>;
 
 /// Top-1/top-5/loss of an inference-form model on `indices` of `ds`, by burn's forward pass.
 pub fn evaluate(model: &Model, ds: Arc<dyn Dataset>, indices: &[usize], pre: &Preprocess) -> Result<Report> {

@@ -13,8 +13,9 @@ pub mod sgd;
 pub mod step;
 mod trainer;
 
+pub use crate::engine::{Engine, Logits};
 pub use checkpoint::{EpochRow, TrainState};
 pub use config::{scaled_lr, TrainConfig};
-pub use eval::{evaluate, evaluate_streaming, evaluate_with, Engine, Evaluation, Logits};
+pub use eval::{evaluate, evaluate_streaming, evaluate_with, Evaluation};
 pub use preset::{DataShape, Preset};
 pub use trainer::{clear_run, Data, Observer, Outcome, StepInfo, Summary, Trainer, RUN_FILES};
