@@ -134,17 +134,21 @@ fn demo_config(args: &Args, data: &Data, name: &str) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// Whether `out` holds a run other than the demo's own with `cfg` (which the demo may
-/// replace): any `last.ckpt` whose `config.json` differs.
+/// Whether `out` holds a run other than a demo's (which the demo may replace): any
+/// `last.ckpt` whose `config.json` differs from `cfg` in more than the demo's own flags.
 fn holds_another_run(out: &std::path::Path, cfg: &TrainConfig) -> bool {
     if !out.join("last.ckpt").exists() {
         return false;
     }
-    let same = std::fs::read(out.join("config.json"))
+    let demo = std::fs::read(out.join("config.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<TrainConfig>(&b).ok())
-        .is_some_and(|c| &c == cfg);
-    !same
+        .is_some_and(|mut c| {
+            c.epochs = cfg.epochs;
+            c.limit = cfg.limit;
+            &c == cfg
+        });
+    !demo
 }
 
 fn with_data(args: &Args, train: Mnist) -> Result<()> {
