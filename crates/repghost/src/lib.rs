@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 mod bnorm;
 pub mod bottleneck;
 pub mod config;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use burn::tensor::{Device, Tensor, TensorData};
+use repghost::bench;
 use repghost::engine::to_runtime;
 use repghost::random::Rng;
 use repghost::variants::resolve;
@@ -64,19 +65,10 @@ enum Format {
     Json,
 }
 
-/// Median and minimum of `runs` timings of `f` in milliseconds (`report::stats`, stopping at
-/// the first error).
-fn timed(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
-    let mut err = None;
-    let (median, min, _) = super::report::stats(runs, || {
-        if err.is_none() {
-            err = f().err();
-        }
-    });
-    match err {
-        Some(e) => Err(e),
-        None => Ok((median, min)),
-    }
+/// Median and minimum of `runs` timings of `f` in milliseconds.
+fn timed(runs: usize, f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    let t = bench::time_fallible(runs, f)?;
+    Ok((t.median, t.min))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -155,7 +147,15 @@ pub fn run(args: Args) -> Result<()> {
                             }
                             Engine::TrainStep => {
                                 let Some(m) = train else { continue };
-                                pool.install(|| train_step(m, &x, shape, workers, args.runs))?
+                                if batch < 2 {
+                                    return Err(crate::usage!(
+                                        "train-step needs --batch of at least 2 (BatchNorm statistics)"
+                                    ));
+                                }
+                                let t = pool.install(|| {
+                                    bench::train_step(m, &x, shape, workers, args.runs.min(20))
+                                })?;
+                                (t.median, t.min)
                             }
                             Engine::Burn | Engine::BurnTrain => {
                                 let m = if engine == Engine::Burn {
@@ -203,40 +203,4 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Median and minimum time of a full SGD step of the train form (BatchNorm on batch
-/// statistics, label-smoothed loss, backward, Nesterov update) on `x`, the batch split
-/// between `workers` threads.
-fn train_step(
-    model: &BurnModel,
-    x: &[f32],
-    shape: [usize; 4],
-    workers: usize,
-    runs: usize,
-) -> Result<(f64, f64)> {
-    use repghost::train::sgd::Sgd;
-    use repghost::train::step::{gradients, StepBatch};
-    if shape[0] < 2 {
-        return Err(crate::usage!(
-            "train-step needs --batch of at least 2 (BatchNorm statistics)"
-        ));
-    }
-    let device = Device::flex().autodiff();
-    let mut m = Some(model.clone().to_device(&device).train());
-    let labels: Vec<usize> = (0..shape[0]).map(|i| i % model.config().num_classes).collect();
-    let mut sgd = Sgd::new(0.9, true, 1e-5);
-    let devices = [device];
-    timed(runs.min(20), || {
-        let b = StepBatch {
-            inputs: x,
-            shape,
-            labels: &labels,
-            keep: None,
-        };
-        let cur = m.take().expect("model present");
-        let (_, g) = gradients(&cur, &b, workers, 0.1, &devices);
-        m = Some(sgd.step(cur, g, 1e-3));
-        Ok(())
-    })
 }

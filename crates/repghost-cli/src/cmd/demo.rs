@@ -44,7 +44,7 @@ pub struct Args {
 }
 
 fn median_ms(runs: usize, f: impl FnMut()) -> f64 {
-    super::report::stats(runs, f).0
+    repghost::bench::time(runs, f).median
 }
 
 /// Median batch-1 latency of burn's train form, burn's deploy form and our runtime.

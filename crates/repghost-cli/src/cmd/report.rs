@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
+use repghost::bench::{self, Timing};
 use repghost::engine::to_runtime;
-use repghost::random::Rng;
 use repghost::variants::{resolve, Variant, VARIANTS};
 use repghost::weights::Form;
 use repghost::Model as BurnModel;
-use repghost_runtime::{Layout, Model as RtModel};
+use repghost_runtime::Model as RtModel;
 
 use super::report_plot::{plot_concat_add, plot_latency_accuracy, Series};
 
@@ -34,20 +34,9 @@ pub struct Args {
     size: usize,
 }
 
-/// Median, min and max of `runs` timings of `f` in milliseconds, after warm-up.
-pub fn stats(runs: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
-    for _ in 0..(runs / 10).max(2) {
-        f();
-    }
-    let mut t: Vec<f64> = (0..runs.max(1))
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    (t[t.len() / 2], t[0], t[t.len() - 1])
+/// A timing as the tables print it: (median, min, max) in ms.
+fn ms(t: Timing) -> (f64, f64, f64) {
+    (t.median, t.min, t.max)
 }
 
 fn deploy_runtime(v: &Variant) -> Result<(BurnModel, BurnModel, RtModel)> {
@@ -56,70 +45,6 @@ fn deploy_runtime(v: &Variant) -> Result<(BurnModel, BurnModel, RtModel)> {
     let deploy = train.clone().reparameterize();
     let rt = to_runtime(&deploy, Form::Deploy, v.name, None)?;
     Ok((train, deploy, rt))
-}
-
-fn runtime_latency(
-    rt: &RtModel,
-    batch: usize,
-    side: usize,
-    threads: usize,
-    runs: usize,
-) -> Result<(f64, f64, f64)> {
-    let x = Rng::new(1).normals(batch * 3 * side * side);
-    let mut ws = rt.workspace_threads(batch, side, side, threads)?;
-    let mut err = None;
-    let s = stats(runs, || {
-        if let Err(e) = rt.run(&mut ws, &x, Layout::Nchw) {
-            err = Some(e);
-        }
-    });
-    match err {
-        Some(e) => Err(e.into()),
-        None => Ok(s),
-    }
-}
-
-fn burn_latency(m: &BurnModel, side: usize, runs: usize) -> (f64, f64, f64) {
-    let x = Rng::new(1).normals(3 * side * side);
-    let t = Tensor::<4>::from_data(TensorData::new(x, [1, 3, side, side]), &Device::flex());
-    stats(runs, || {
-        std::hint::black_box(m.forward(t.clone()).into_data());
-    })
-}
-
-/// Joining two `[n, c, h, w]` maps (NCHW, as PyTorch holds them) by concatenation along
-/// the channels versus by addition.
-fn concat_vs_add(n: usize, c: usize, hw: usize, runs: usize) -> ((f64, f64, f64), (f64, f64, f64)) {
-    let per = c * hw * hw;
-    let a = Rng::new(2).normals(n * per);
-    let b = Rng::new(3).normals(n * per);
-    let mut cat = vec![0f32; 2 * n * per];
-    let mut sum = vec![0f32; n * per];
-    let concat = stats(runs, || {
-        for i in 0..n {
-            cat[2 * i * per..(2 * i + 1) * per].copy_from_slice(&a[i * per..(i + 1) * per]);
-            cat[(2 * i + 1) * per..(2 * i + 2) * per].copy_from_slice(&b[i * per..(i + 1) * per]);
-        }
-        std::hint::black_box(&cat);
-    });
-    let add = stats(runs, || {
-        sum.iter_mut()
-            .zip(a.iter().zip(&b))
-            .for_each(|(s, (x, y))| *s = x + y);
-        std::hint::black_box(&sum);
-    });
-    (concat, add)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -144,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
         md,
         "{date}; {}; SIMD level {}; runtime threads {threads}; input {side}²; medians of {runs} runs (batch 32: {}), with [min – max]. \
          Regenerate with `cargo run --release -- report`.\n",
-        cpu_model(),
+        bench::cpu_model(),
         repghost_runtime::simd_level().name(),
         (runs / 4).max(3)
     )?;
@@ -165,7 +90,8 @@ pub fn run(args: Args) -> Result<()> {
         let mut pts = Vec::new();
         for n in [1usize, 8, 32, 64] {
             let r = (runs * 8 / n).clamp(5, 200);
-            let (cat, add) = concat_vs_add(n, c, hw, r);
+            let (cat, add) = bench::concat_vs_add(n, c, hw, r);
+            let (cat, add) = (ms(cat), ms(add));
             writeln!(
                 md,
                 "| {c} × {hw} × {hw} | {n} | {:.3} [{:.3} – {:.3}] | {:.3} [{:.3} – {:.3}] | {:.2} |",
@@ -196,9 +122,10 @@ pub fn run(args: Args) -> Result<()> {
     writeln!(md, "| form | engine | latency (ms) |\n|---|---|---|")?;
     let v100 = resolve("repghostnet_100")?.1;
     let (train, deploy, rt) = deploy_runtime(&v100)?;
-    let tr = burn_latency(&train, side, runs);
-    let de = burn_latency(&deploy, side, runs);
-    let ru = runtime_latency(&rt, 1, side, threads, runs)?;
+    let one = [1, 3, side, side];
+    let tr = ms(bench::burn_forward(&train, one, &Device::flex(), runs));
+    let de = ms(bench::burn_forward(&deploy, one, &Device::flex(), runs));
+    let ru = ms(bench::runtime_forward(&rt, one, threads, runs)?);
     writeln!(
         md,
         "| train (BatchNorm, fusion branches) | burn | {:.2} [{:.2} – {:.2}] |",
@@ -239,8 +166,13 @@ pub fn run(args: Args) -> Result<()> {
     for v in VARIANTS.iter().filter(|v| !v.ablation) {
         let (_, deploy, rt) = deploy_runtime(v)?;
         let c = deploy.count([224, 224]);
-        let b1 = runtime_latency(&rt, 1, side, threads, runs)?;
-        let b32 = runtime_latency(&rt, 32, side, threads, (runs / 4).max(3))?;
+        let b1 = ms(bench::runtime_forward(&rt, [1, 3, side, side], threads, runs)?);
+        let b32 = ms(bench::runtime_forward(
+            &rt,
+            [32, 3, side, side],
+            threads,
+            (runs / 4).max(3),
+        )?);
         let top1 = v.imagenet_top1();
         writeln!(
             md,
