@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""Measures our runtime, burn and ONNX Runtime on the same weights, in one run.
+"""Our deploy runtime against ONNX Runtime on the same weights, in rounds, in one run.
 
 For each model: a timm model with random weights (fixed seed) is written as a train-form
-safetensors checkpoint, converted with `repghost convert`, benchmarked with `repghost bench`
-(runtime and burn); the same PyTorch model, re-parameterized, is exported to ONNX and run by
-onnxruntime with the same thread counts and batch sizes. Prints a table and the ratio
-ours / ONNX Runtime (median latency), and writes it as JSON lines with --json.
+safetensors checkpoint and converted with `repghost convert`; the same PyTorch model,
+re-parameterized by timm, is exported to ONNX. Then, per (batch, threads) configuration, the
+two engines take turns for `--rounds` rounds (ORT first in even rounds, ours first in odd
+ones); in each round each engine times `--runs` inferences after warm-up and reports their
+median. The figure of merit is the median over rounds of the per-round ratio
+ours / ORT, printed with its spread (lowest and highest round), so that the machine's drift
+between rounds hits both engines alike. The CPU model and the SIMD level our runtime chose are
+printed first (`REPGHOST_SIMD=avx2` measures the AVX2 kernels on an AVX-512 CPU).
 
-    pip install torch timm onnx onnxruntime safetensors
+    pip install torch timm onnx onnxruntime safetensors numpy
     cargo build --release
-    python scripts/bench_ort.py --models repghostnet_050 repghostnet_100 repghostnet_200
+    python scripts/bench_ort.py --models repghostnet_050 repghostnet_100 repghostnet_200 \\
+        --threads 1 2 --batch 1 32 --rounds 10
 """
 import argparse
 import json
 import os
+import platform
 import subprocess
 import tempfile
 import time
@@ -28,21 +34,50 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 BIN = os.path.join(ROOT, "target", "release", "repghost")
 
 
-def ort_time(path, batch, size, threads, runs):
+def cpu_name():
+    """The model name and widest SIMD extension of this CPU, from /proc/cpuinfo."""
+    name, flags = platform.processor() or "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name}, {isa}, {os.cpu_count()} logical CPUs"
+
+
+def ort_session(path, threads):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    x = np.random.RandomState(0).randn(batch, 3, size, size).astype(np.float32)
-    for _ in range(max(2, runs // 10)):
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def ort_round(s, x, runs):
+    """Median milliseconds of `runs` inferences after a short warm-up."""
+    for _ in range(max(2, runs // 5)):
         s.run(None, {"input": x})
     ts = []
     for _ in range(runs):
         t = time.perf_counter()
         s.run(None, {"input": x})
         ts.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(ts)), float(np.min(ts))
+    return float(np.median(ts))
+
+
+def ours_round(deploy, batch, threads, size, runs):
+    """Median milliseconds and SIMD level of `repghost bench` on the deploy weights."""
+    out = subprocess.run([BIN, "bench", "--weights", deploy, "--engine", "runtime", "--threads", str(threads),
+                          "--batch", str(batch), "--size", str(size), "--runs", str(runs), "--format", "json"],
+                         check=True, capture_output=True, text=True).stdout
+    r = json.loads(out.splitlines()[0])
+    return r["median_ms"], r["simd"]
 
 
 def prepare(name, size, d):
@@ -62,37 +97,54 @@ def prepare(name, size, d):
     return deploy, onnx_path
 
 
+def measure(name, deploy, onnx_path, batch, threads, args):
+    s = ort_session(onnx_path, threads)
+    x = np.random.RandomState(0).randn(batch, 3, args.size, args.size).astype(np.float32)
+    runs = args.runs if batch == 1 else max(3, args.runs // 8)
+    ours, theirs, simd = [], [], None
+    for r in range(args.rounds):
+        if r % 2 == 0:
+            theirs.append(ort_round(s, x, runs))
+            o, simd = ours_round(deploy, batch, threads, args.size, runs)
+            ours.append(o)
+        else:
+            o, simd = ours_round(deploy, batch, threads, args.size, runs)
+            ours.append(o)
+            theirs.append(ort_round(s, x, runs))
+    ratios = np.array(ours) / np.array(theirs)
+    return {"model": name, "batch": batch, "threads": threads, "size": args.size, "rounds": args.rounds,
+            "runs_per_round": runs, "simd": simd, "ort": ort.__version__,
+            "ours_ms": float(np.median(ours)), "ort_ms": float(np.median(theirs)),
+            "ratio_median": float(np.median(ratios)), "ratio_low": float(ratios.min()),
+            "ratio_high": float(ratios.max()), "ratios": [round(float(v), 4) for v in ratios]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["repghostnet_100"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1])
     ap.add_argument("--batch", nargs="+", type=int, default=[1])
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--runs", type=int, default=60)
-    ap.add_argument("--json", help="also write the rows here as JSON lines")
+    ap.add_argument("--rounds", type=int, default=10, help="rounds per configuration (at least 2)")
+    ap.add_argument("--runs", type=int, default=30,
+                    help="timed inferences per engine and round at batch 1 (an eighth of it, at least 3, above)")
+    ap.add_argument("--json", help="also write one JSON object per configuration here")
     args = ap.parse_args()
+    if args.rounds < 2 or args.runs < 1:
+        ap.error("--rounds must be at least 2 and --runs positive")
+    print(f"CPU: {cpu_name()}; ONNX Runtime {ort.__version__}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for name in args.models:
             deploy, onnx_path = prepare(name, args.size, d)
             for batch in args.batch:
-                runs = args.runs if batch == 1 else max(10, args.runs // 4)
                 for threads in args.threads:
-                    # Interleave the engines so that machine noise hits both alike.
-                    out = subprocess.run([BIN, "bench", "--weights", deploy, "--engine", "runtime", "burn", "--threads",
-                                          str(threads), "--batch", str(batch), "--size", str(args.size), "--runs", str(runs),
-                                          "--format", "json"], check=True, capture_output=True, text=True).stdout
-                    ours = [json.loads(l) for l in out.splitlines() if l.strip()]
-                    med, mn = ort_time(onnx_path, batch, args.size, threads, runs)
-                    ours.append({"model": name, "engine": "onnxruntime " + ort.__version__, "threads": threads,
-                                 "batch": batch, "median_ms": med, "min_ms": mn})
-                    rt = next(r for r in ours if r["engine"] == "runtime")
-                    for r in ours:
-                        r["ratio_vs_ort"] = r["median_ms"] / med
-                        rows.append(r)
-                        print(f"{name:<16} {r['engine']:<20} threads {threads} batch {batch:<3} median {r['median_ms']:8.2f} ms"
-                              f"  min {r['min_ms']:8.2f} ms  x{r['ratio_vs_ort']:.2f} of ORT", flush=True)
-                    print(f"  => runtime / ORT = {rt['median_ms'] / med:.2f}", flush=True)
+                    r = measure(name, deploy, onnx_path, batch, threads, args)
+                    rows.append(r)
+                    print(f"{name:<16} batch {batch:<3} threads {threads}  ours {r['ours_ms']:8.2f} ms  "
+                          f"ORT {r['ort_ms']:8.2f} ms  ours/ORT {r['ratio_median']:.2f} "
+                          f"({r['ratio_low']:.2f}-{r['ratio_high']:.2f}, {args.rounds} rounds, {r['simd']})",
+                          flush=True)
     if args.json:
         with open(args.json, "w") as f:
             for r in rows:

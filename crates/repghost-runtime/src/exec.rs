@@ -2,6 +2,9 @@
 //! inference allocates nothing, five activation buffers rotated through each bottleneck,
 //! residual adds accumulated in place.
 
+use std::sync::Mutex;
+
+use crate::depth::{Chain, Op, Residual};
 use crate::error::{Error, Result};
 use crate::kernels::depthwise::Shape;
 use crate::kernels::View;
@@ -39,8 +42,11 @@ pub(crate) fn ld(c: usize) -> usize {
     }
 }
 
+/// Default [`Workspace::depth_first_min`]: 28 × 28, the maps of the first SE stage.
+pub const DEPTH_FIRST_MIN: usize = 784;
+
 /// A float buffer whose first element is 64-byte aligned.
-struct Buf {
+pub(crate) struct Buf {
     raw: Vec<f32>,
     off: usize,
     len: usize,
@@ -69,7 +75,15 @@ pub struct Workspace {
     pub threads: usize,
     /// Set to `Some(Profile::default())` to time each kind of layer.
     pub profile: Option<Profile>,
+    /// A single image's bottlenecks whose output map has at least this many pixels run
+    /// depth-first, in strips of rows (`depth.rs`); smaller ones, whose maps fit in L2, run
+    /// layer by layer, which splits better between two threads. `usize::MAX` runs every
+    /// bottleneck layer by layer; 0 every RepGhost bottleneck depth-first. Default
+    /// [`DEPTH_FIRST_MIN`].
+    pub depth_first_min: usize,
     bufs: [Buf; 5],
+    /// Strip buffers of the depth-first chains, one per thread.
+    strips: [Buf; 2],
     scratch: Vec<f32>,
     pooled: Vec<f32>,
     hidden: Vec<f32>,
@@ -95,7 +109,12 @@ impl Model {
         let mut widest = self.stem.cout;
         let mut features = Vec::new();
         let mut stride = height.div_ceil(h).max(1);
+        let mut strip = 0;
         for (i, b) in self.blocks.iter().enumerate() {
+            if let Some((first, second)) = chains(b, h, w) {
+                strip = strip.max(first.scratch_len());
+                strip = strip.max(second.map_or(0, |c| c.scratch_len()));
+            }
             let mid = b.ghost1.out_channels();
             most = most.max(h * w * ld(mid.max(b.ghost1.primary.cout)));
             if let Some(dw) = &b.dw {
@@ -126,7 +145,9 @@ impl Model {
             width,
             threads: 1,
             profile: None,
+            depth_first_min: DEPTH_FIRST_MIN,
             bufs: std::array::from_fn(|_| Buf::new(size)),
+            strips: std::array::from_fn(|_| Buf::new(strip)),
             scratch: vec![0.0; 3 * widest + 64],
             pooled: vec![0.0; batch * self.final_conv.cout],
             hidden: vec![0.0; batch * self.conv_head.cout],
@@ -182,6 +203,10 @@ impl Model {
         let per = self.in_chans * ws.height * ws.width;
         let nc = self.num_classes;
         let t = ws.parts.len();
+        let depth_first_min = ws.depth_first_min;
+        for p in ws.parts.iter_mut() {
+            p.depth_first_min = depth_first_min;
+        }
         let n = ws.batch;
         // Contiguous image ranges, one per thread.
         let ranges: Vec<(usize, usize)> = (0..t)
@@ -248,7 +273,7 @@ impl Model {
     #[doc(hidden)]
     /// Fills every buffer with NaN, so that a test can prove each output was written.
     pub fn poison(&self, ws: &mut Workspace) {
-        for b in ws.bufs.iter_mut() {
+        for b in ws.bufs.iter_mut().chain(ws.strips.iter_mut()) {
             b.get_mut().fill(f32::NAN);
         }
         for v in [&mut ws.pooled, &mut ws.hidden, &mut ws.logits, &mut ws.scratch] {
@@ -407,6 +432,109 @@ fn pair(bufs: &mut [Buf; 5], r: usize, w: usize) -> (&[f32], &mut [f32]) {
     }
 }
 
+/// The chains a RepGhost bottleneck on an `h × w` input runs depth-first: the whole block, or
+/// (with SE, which needs the mean of the whole map) the part before SE and the part after.
+/// `None`: the block runs layer by layer (GhostNet's concatenations).
+fn chains(b: &Block, h: usize, w: usize) -> Option<(Chain<'_>, Option<Chain<'_>>)> {
+    if b.ghost1.concat.is_some() || b.ghost2.concat.is_some() {
+        return None;
+    }
+    let (oh, ow) = b.dw.as_ref().map_or((h, w), |d| d.out_hw(h, w));
+    let mut ops = [Op::Pw(&b.ghost1.primary); 5];
+    ops[1] = Op::Dw(&b.ghost1.cheap);
+    let mut n = 2;
+    if let Some(dw) = &b.dw {
+        ops[n] = Op::Dw(dw);
+        n += 1;
+    }
+    let tail = [Op::Pw(&b.ghost2.primary), Op::Dw(&b.ghost2.cheap)];
+    if b.se.is_some() {
+        return Some((Chain::new(&ops[..n], h, w), Some(Chain::new(&tail, oh, ow))));
+    }
+    ops[n..n + 2].copy_from_slice(&tail);
+    Some((Chain::new(&ops[..n + 2], h, w), None))
+}
+
+/// A bottleneck run depth-first: the shortcut first (a projection, layer by layer, into the
+/// output buffer), then the chains. Returns where its output went.
+#[allow(clippy::too_many_arguments)]
+fn block_depth_first(
+    b: &Block,
+    (first, second): (Chain<'_>, Option<Chain<'_>>),
+    ws: &mut Workspace,
+    x: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+) -> usize {
+    let mut free = (0..5).filter(|&i| i != x);
+    let (p, r, s) = (
+        free.next().expect("5 buffers"),
+        free.next().expect("5 buffers"),
+        free.next().expect("5 buffers"),
+    );
+    let (oh, ow, cout) = second.unwrap_or(first).out_dims();
+    let residual = match &b.shortcut {
+        Shortcut::Proj { dw, pw } => {
+            let (src, dst) = pair(&mut ws.bufs, x, r);
+            timed(&mut ws.profile, "shortcut", || {
+                dw.run(
+                    cin,
+                    Shape::new(1, h, w),
+                    View::new(src, ld(cin), 0),
+                    dst,
+                    ld(cin),
+                    0,
+                    false,
+                    ws.team.as_ref(),
+                )
+            });
+            let (src, dst) = pair(&mut ws.bufs, r, s);
+            timed(&mut ws.profile, "shortcut", || {
+                pw.run(
+                    oh * ow,
+                    View::new(src, ld(cin), 0),
+                    dst,
+                    ld(cout),
+                    0,
+                    false,
+                    ws.team.as_ref(),
+                )
+            });
+            Residual::InPlace
+        }
+        Shortcut::Identity => Residual::Add(&[]),
+        Shortcut::None => Residual::None,
+    };
+    let [s0, s1] = &mut ws.strips;
+    let strips = [Mutex::new(s0.get_mut()), Mutex::new(s1.get_mut())];
+    let team = ws.team.as_ref();
+    let [input, mid, out] = ws
+        .bufs
+        .get_disjoint_mut([x, p, s])
+        .expect("three distinct buffers");
+    let (input, out) = (input.get(), out.get_mut());
+    let residual = match residual {
+        Residual::Add(_) => Residual::Add(input),
+        r => r,
+    };
+    match second {
+        None => first.run(input, cin, out, residual, &strips, team, &mut ws.profile),
+        Some(second) => {
+            let c = first.out_dims().2;
+            let mid = mid.get_mut();
+            first.run(input, cin, mid, Residual::None, &strips, team, &mut ws.profile);
+            let se = b.se.as_ref().expect("a split chain has SE");
+            let scratch = &mut ws.scratch;
+            timed(&mut ws.profile, "se", || {
+                se.run(1, oh * ow, mid, ld(c), scratch, team)
+            });
+            second.run(mid, c, out, residual, &strips, team, &mut ws.profile);
+        }
+    }
+    s
+}
+
 /// One bottleneck. Input in `bufs[x]`; returns where its output went and its shape.
 #[allow(clippy::too_many_arguments)]
 fn block(
@@ -418,6 +546,14 @@ fn block(
     w: usize,
     cin: usize,
 ) -> (usize, usize, usize, usize) {
+    if n == 1 {
+        if let Some(c) = chains(b, h, w) {
+            let (oh, ow, cout) = c.1.unwrap_or(c.0).out_dims();
+            if oh * ow >= ws.depth_first_min {
+                return (block_depth_first(b, c, ws, x, h, w, cin), oh, ow, cout);
+            }
+        }
+    }
     let mut free = (0..5).filter(|&i| i != x);
     let (p, q, r, s) = (
         free.next().expect("5 buffers"),

@@ -19,6 +19,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod act;
+mod depth;
 pub mod error;
 mod exec;
 pub mod kernels;
@@ -29,7 +30,7 @@ pub mod team;
 mod vector;
 
 pub use error::{Error, Result};
-pub use exec::{FeatureMap, Layout, Workspace};
+pub use exec::{FeatureMap, Layout, Workspace, DEPTH_FIRST_MIN};
 pub use model::Model;
 pub use profile::Profile;
 pub use simd::{level as simd_level, Level as SimdLevel};

@@ -191,3 +191,37 @@ fn threads_split_batches_and_rows_without_changing_results() {
         }
     }
 }
+
+/// Every RepGhost bottleneck depth-first (`depth_first_min = 0`, so the SE splits, the stride-2
+/// chains with 3×3 and 5×5 kernels and all three shortcuts run that way even at small sizes)
+/// against layer by layer and burn: odd sizes whose strips end mid-map, one and two threads
+/// (the rows of every chain split between them), the `wo` ablation (no shortcut).
+#[test]
+fn depth_first_matches_layer_by_layer_and_burn() {
+    for (name, shape) in [
+        ("repghostnet_111", [1, 3, 97, 75]),
+        ("repghostnet_050", [1, 3, 130, 66]),
+        ("repghostnet_wo_0_5x", [1, 3, 61, 93]),
+        ("repghostnet_200", [2, 3, 64, 64]),
+    ] {
+        let (burn, rt) = deploy(name, 21);
+        let x = input(shape, 22);
+        let want = burn_logits(&burn, &x, shape);
+        for threads in [1, 2] {
+            let mut results = Vec::new();
+            for min in [0, usize::MAX] {
+                let mut ws = rt
+                    .workspace_threads(shape[0], shape[2], shape[3], threads)
+                    .unwrap();
+                ws.depth_first_min = min;
+                rt.poison(&mut ws);
+                let got = rt.run(&mut ws, &x, Layout::Nchw).unwrap().to_vec();
+                let e = rel(&got, &want);
+                assert!(e < 1e-4, "{name} {shape:?} threads {threads} min {min}: {e:.2e}");
+                results.push(got);
+            }
+            let e = rel(&results[0], &results[1]);
+            assert!(e < 1e-5, "{name}: depth-first against layer by layer {e:.2e}");
+        }
+    }
+}

@@ -46,6 +46,10 @@ pub struct Args {
     /// Also print where the runtime's time goes, per kind of layer.
     #[arg(long)]
     profile: bool,
+    /// Runtime: run every bottleneck layer by layer instead of depth-first in strips of rows
+    /// (for comparing the two).
+    #[arg(long)]
+    layer_by_layer: bool,
     /// Text lines or one JSON object per line.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -122,6 +126,9 @@ pub fn run(args: Args) -> Result<()> {
                         let (median, min) = match engine {
                             Engine::Runtime => {
                                 let mut ws = rt.workspace_threads(batch, args.size, args.size, threads)?;
+                                if args.layer_by_layer {
+                                    ws.depth_first_min = usize::MAX;
+                                }
                                 let r = pool.install(|| {
                                     timed(args.runs, || {
                                         rt.run(&mut ws, &x, Layout::Nchw).map(|_| ()).map_err(Into::into)

@@ -132,6 +132,43 @@ impl Depthwise {
     }
 }
 
+impl Depthwise {
+    /// Output rows `s.y0..s.y1` of a single map (`s.n == 1`) of `s.h` rows held in `src`,
+    /// written from `dst[0]` on (row `s.y0` first): a strip of a larger map, whose rows above
+    /// and below `src` are read as zero padding, so the caller asks only for rows whose taps
+    /// lie in `src` or in the real padding.
+    pub fn rows(
+        &self,
+        s: Shape,
+        src: View,
+        dst: &mut [f32],
+        ld_dst: usize,
+        off_dst: usize,
+        accumulate: bool,
+    ) {
+        let c = self.c;
+        let (oh, ow) = self.out_hw(s.h, s.w);
+        if s.y0 >= s.y1 {
+            return;
+        }
+        assert!(
+            s.n == 1 && s.y1 <= oh,
+            "depthwise rows {}..{} of {oh}",
+            s.y0,
+            s.y1
+        );
+        assert!(
+            src.off + c <= src.ld && src.data.len() >= (s.h * s.w - 1) * src.ld + src.off + c,
+            "depthwise strip src too small"
+        );
+        assert!(
+            off_dst + c <= ld_dst && dst.len() >= ((s.y1 - s.y0) * ow - 1) * ld_dst + off_dst + c,
+            "depthwise strip dst too small"
+        );
+        dw(self, c, s, src, dst, ld_dst, off_dst, accumulate);
+    }
+}
+
 vector_dispatch! {
     fn dw(d: &Depthwise, c: usize, s: Shape, src: View, dst: &mut [f32], ld: usize, off: usize, res: bool) => by_kernel
 }

@@ -3,6 +3,7 @@
 //! ranges of one buffer.
 
 pub mod depthwise;
+pub mod gemm256;
 pub mod gemm512;
 pub mod pointwise;
 pub mod se;

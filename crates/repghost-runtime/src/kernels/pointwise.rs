@@ -13,8 +13,34 @@ pub struct Pointwise {
     pub w: Vec<f32>,
     pub b: Vec<f32>,
     pub act: Act,
-    /// `w` packed for the AVX-512 kernel (empty where that kernel is not used).
+    /// Which GEMM runs this layer: the CPU's packed kernel, or the gemm crate.
+    pub kernel: Kernel,
+    /// `w` packed for that kernel (empty for the gemm crate).
     pub packed: Vec<f32>,
+    /// `b` zero-padded to whole panels (the AVX2 kernel loads full registers).
+    pub packed_bias: Vec<f32>,
+}
+
+/// The GEMM behind a 1×1 convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// [`super::gemm512`]: 32-column panels, 12-row tiles.
+    Avx512,
+    /// [`super::gemm256`]: 16-column panels, 6-row tiles.
+    Avx2,
+    /// The gemm crate, then a separate epilogue pass.
+    Generic,
+}
+
+impl Kernel {
+    /// Columns of a packed panel: a column split between threads falls on a multiple of it.
+    pub fn panel(self) -> usize {
+        match self {
+            Kernel::Avx512 => super::gemm512::PANEL,
+            Kernel::Avx2 => super::gemm256::PANEL,
+            Kernel::Generic => 16,
+        }
+    }
 }
 
 impl Pointwise {
@@ -26,10 +52,10 @@ impl Pointwise {
                 t[i * cout + o] = w[o * cin + i];
             }
         }
-        let packed = if crate::simd::level() == crate::simd::Level::Avx512 {
-            super::gemm512::pack(&t, cin, cout)
-        } else {
-            Vec::new()
+        let best = match crate::simd::level() {
+            crate::simd::Level::Avx512 => Kernel::Avx512,
+            crate::simd::Level::Avx2 => Kernel::Avx2,
+            crate::simd::Level::Portable => Kernel::Generic,
         };
         Pointwise {
             cin,
@@ -37,8 +63,37 @@ impl Pointwise {
             w: t,
             b,
             act,
-            packed,
+            kernel: Kernel::Generic,
+            packed: Vec::new(),
+            packed_bias: Vec::new(),
         }
+        .with_kernel(best)
+    }
+
+    /// The same layer on `kernel` (the gemm crate where this CPU lacks the kernel's
+    /// instructions, or where the activation is neither ReLU nor none, which the packed
+    /// kernels fuse): for comparing the kernels on one layer.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        let level = crate::simd::level();
+        let usable = match kernel {
+            Kernel::Avx512 => level == crate::simd::Level::Avx512,
+            Kernel::Avx2 => level != crate::simd::Level::Portable,
+            Kernel::Generic => true,
+        };
+        self.kernel = if usable && matches!(self.act, Act::None | Act::Relu) {
+            kernel
+        } else {
+            Kernel::Generic
+        };
+        (self.packed, self.packed_bias) = match self.kernel {
+            Kernel::Avx512 => (super::gemm512::pack(&self.w, self.cin, self.cout), Vec::new()),
+            Kernel::Avx2 => (
+                super::gemm256::pack(&self.w, self.cin, self.cout),
+                super::gemm256::pad_bias(&self.b),
+            ),
+            Kernel::Generic => (Vec::new(), Vec::new()),
+        };
+        self
     }
 
     /// `dst[p, off..off+cout] = act(src[p, ..cin] · W + b)` for `m` pixels; with
@@ -89,8 +144,8 @@ impl Pointwise {
             // One row (the head at batch 1: a matrix-vector product that streams megabytes
             // of weights): the columns are split instead, whole packed panels to each thread,
             // so that two cores pull weights from memory.
-            Some(t) if m == 1 && n >= 2 * super::gemm512::PANEL => {
-                let split = (n / 2).next_multiple_of(super::gemm512::PANEL);
+            Some(t) if m == 1 && n >= 2 * self.kernel.panel() => {
+                let split = (n / 2).next_multiple_of(self.kernel.panel());
                 t.halves(dst, off_dst + split, &|p, part| {
                     let (off, c0, c1) = if p == 0 {
                         (off_dst, 0, split)
@@ -121,25 +176,60 @@ impl Pointwise {
     ) {
         let (k, n) = (self.cin, c1 - c0);
         #[cfg(target_arch = "x86_64")]
-        if !self.packed.is_empty() && matches!(self.act, Act::None | Act::Relu) {
-            // SAFETY: AVX-512 was detected when the weights were packed; `run` bounded every
-            // row of A and C; `packed` and `b` match k and n.
-            unsafe {
-                super::gemm512::gemm(
-                    m,
-                    k,
-                    n,
-                    src.data.as_ptr().add(src.off),
-                    src.ld,
-                    self.packed.as_ptr().add(c0 * k),
-                    self.b.as_ptr().add(c0),
-                    dst.as_mut_ptr().add(off_dst),
-                    ld_dst,
-                    self.act == Act::Relu,
-                    accumulate,
-                )
-            };
-            return;
+        {
+            let a = src.data.as_ptr().wrapping_add(src.off);
+            let c = dst.as_mut_ptr().wrapping_add(off_dst);
+            let relu = self.act == Act::Relu;
+            match self.kernel {
+                Kernel::Avx512 => {
+                    // SAFETY: AVX-512 was detected when the weights were packed; `run`
+                    // bounded every row of A and C; `packed` and `b` match k and n, and
+                    // `c0` starts a panel.
+                    unsafe {
+                        super::gemm512::gemm(
+                            m,
+                            k,
+                            n,
+                            a,
+                            src.ld,
+                            self.packed.as_ptr().add(c0 * k),
+                            self.b.as_ptr().add(c0),
+                            c,
+                            ld_dst,
+                            relu,
+                            accumulate,
+                        )
+                    };
+                    return;
+                }
+                Kernel::Avx2 => {
+                    // Whole-register stores where C's rows have room (padded pixel strides).
+                    let wide = super::gemm256::spill_width(n);
+                    let spill = off_dst + wide <= ld_dst && dst.len() >= (m - 1) * ld_dst + off_dst + wide;
+                    // SAFETY: AVX2 and FMA were detected when the weights were packed; `run`
+                    // bounded every row of A and C, and `spill` checked the room for whole
+                    // registers; `packed` and `packed_bias` match k and n, and `c0` starts a
+                    // panel.
+                    unsafe {
+                        super::gemm256::gemm(
+                            m,
+                            k,
+                            n,
+                            a,
+                            src.ld,
+                            self.packed.as_ptr().add(c0 * k),
+                            self.packed_bias.as_ptr().add(c0),
+                            c,
+                            ld_dst,
+                            relu,
+                            accumulate,
+                            spill,
+                        )
+                    };
+                    return;
+                }
+                Kernel::Generic => {}
+            }
         }
         // SAFETY: `run` bounded every row and column the GEMM reads or writes.
         unsafe {
