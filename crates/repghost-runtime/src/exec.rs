@@ -34,7 +34,7 @@ pub struct FeatureMap {
 
 /// Row stride of a map with `c` channels: a multiple of 16 floats (8 for narrow maps), so
 /// that with 64-byte aligned buffers no vector load straddles two cache lines.
-pub(crate) fn ld(c: usize) -> usize {
+pub fn ld(c: usize) -> usize {
     if c <= 8 {
         8
     } else {

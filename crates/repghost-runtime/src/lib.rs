@@ -30,7 +30,7 @@ pub mod team;
 mod vector;
 
 pub use error::{Error, Result};
-pub use exec::{FeatureMap, Layout, Workspace, DEPTH_FIRST_MIN};
+pub use exec::{ld as pixel_stride, FeatureMap, Layout, Workspace, DEPTH_FIRST_MIN};
 pub use model::Model;
 pub use profile::Profile;
 pub use simd::{level as simd_level, Level as SimdLevel};

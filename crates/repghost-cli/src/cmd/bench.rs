@@ -46,6 +46,11 @@ pub struct Args {
     /// Also print where the runtime's time goes, per kind of layer.
     #[arg(long)]
     profile: bool,
+    /// Instead of whole forward passes: time each 1×1 convolution of the runtime alone (batch
+    /// 1, data hot), with this CPU's packed kernel and with the gemm crate, beside a
+    /// one-thread SGEMM through the gemm crate as the machine's reference rate.
+    #[arg(long)]
+    layers: bool,
     /// Runtime: run every bottleneck layer by layer instead of depth-first in strips of rows
     /// (for comparing the two).
     #[arg(long)]
@@ -106,6 +111,9 @@ pub fn run(args: Args) -> Result<()> {
             })
             .collect::<Result<_>>()?,
     };
+    if args.layers {
+        return layers(&args, &models);
+    }
     for (name, deploy, train) in &models {
         let rt = to_runtime(deploy, Form::Deploy, name, None)?;
         let cin = deploy.config().in_chans;
@@ -207,6 +215,56 @@ pub fn run(args: Args) -> Result<()> {
                     }
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// `--layers`: the 1×1 convolutions one by one.
+fn layers(args: &Args, models: &[(String, BurnModel, Option<BurnModel>)]) -> Result<()> {
+    let (m, k, n) = (1024, 512, 512);
+    let peak = bench::sgemm_rate(m, k, n, args.runs);
+    let simd = repghost_runtime::simd_level().name();
+    if args.format == Format::Text {
+        println!("SGEMM {m}x{k}x{n} through the gemm crate, one thread: {peak:.1} GFLOP/s ({simd})");
+    } else {
+        println!("{}", json!({"sgemm": [m, k, n], "gflops": peak, "simd": simd}));
+    }
+    for (name, deploy, _) in models {
+        let rt = to_runtime(deploy, Form::Deploy, name, None)?;
+        let rows = bench::pointwise_layers(&rt, args.size, args.runs);
+        let (mut packed, mut generic, mut flop) = (0.0, 0.0, 0.0);
+        for r in &rows {
+            let rate = |ms: f64| r.flop() / (ms * 1e-3) / 1e9;
+            packed += r.packed.median;
+            generic += r.generic.median;
+            flop += r.flop();
+            match args.format {
+                Format::Text => println!(
+                    "{name} {:<20} m {:5} k {:4} n {:4}  packed {:7.1} us {:6.1} GFLOP/s   gemm crate {:7.1} us {:6.1} GFLOP/s",
+                    r.name,
+                    r.m,
+                    r.k,
+                    r.n,
+                    r.packed.median * 1e3,
+                    rate(r.packed.median),
+                    r.generic.median * 1e3,
+                    rate(r.generic.median)
+                ),
+                Format::Json => println!(
+                    "{}",
+                    json!({"model": name, "layer": r.name, "m": r.m, "k": r.k, "n": r.n, "packed_ms": r.packed.median,
+                           "gemm_crate_ms": r.generic.median, "simd": simd})
+                ),
+            }
+        }
+        if args.format == Format::Text {
+            println!(
+                "{name} all {} 1x1 convs: packed {packed:.3} ms ({:.1} GFLOP/s), gemm crate {generic:.3} ms ({:.1} GFLOP/s)",
+                rows.len(),
+                flop / (packed * 1e-3) / 1e9,
+                flop / (generic * 1e-3) / 1e9
+            );
         }
     }
     Ok(())
