@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use burn::module::{ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use repghost::config::{Arch, NetConfig};
-use repghost::train::sgd::{collect_grads, Sgd};
-use repghost::train::step::{gradients, StepBatch};
+use repghost::train::sgd::{grads_in_visit_order, Sgd};
+use repghost::train::step::{gradients, param_gradients, StepBatch};
 use repghost::train::{Data, Observer, Outcome, StepInfo, TrainConfig, Trainer};
 use repghost::weights::{state_dict, Form};
 use repghost::Model;
@@ -340,18 +341,21 @@ fn sgd_is_pytorch_nesterov_with_decay_on_weights_only() {
         keep: None,
     };
     let (_, grads) = gradients(&model, &b, 1, 0.1, std::slice::from_ref(&device));
-    let g: Vec<Option<Vec<f32>>> = grads
-        .iter()
-        .map(|g| g.clone().map(|t| t.into_data().try_to_vec::<f32>().unwrap()))
+    let g: Vec<Option<Vec<f32>>> = grads_in_visit_order(&model, &grads)
+        .into_iter()
+        .map(|g| g.map(|t| t.into_data().try_to_vec::<f32>().unwrap()))
         .collect();
+    // The same gradients again, for the second step.
+    let mut again = GradientsParams::new();
+    model.visit(&mut Copy(&grads, &mut again));
     let keys = visit_keys(&model);
     let sd = state_dict(&model, Form::Train);
     let (lr, mu, wd) = (0.05f32, 0.9f32, 0.01f32);
     let mut sgd = Sgd::new(mu as f64, true, wd as f64);
     let w0 = params(&model);
-    let m1 = sgd.step(model, grads.clone(), lr as f64);
+    let m1 = sgd.step(model, grads, lr as f64);
     let w1 = params(&m1);
-    let m2 = sgd.step(m1, grads, lr as f64);
+    let m2 = sgd.step(m1, again, lr as f64);
     let w2 = params(&m2);
     let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * (1.0 + b.abs());
     let (mut decayed, mut plain_tensors, mut distinguishable) = (0, 0, 0);
@@ -399,7 +403,7 @@ fn collected_gradients_cover_parameters_but_not_running_statistics() {
     let model = Model::new(&config(1).net, &device);
     let x = Tensor::<4>::from_data(TensorData::new(vec![0.5f32; 2 * 144], [2, 1, 12, 12]), &device);
     let loss = model.forward(x).sum();
-    let g = collect_grads(&model, &loss.backward(), 1.0);
+    let g = grads_in_visit_order(&model, &param_gradients(&model, loss.backward()));
     let sd = state_dict(&model, Form::Train);
     let stats = sd.keys().filter(|k| k.contains("running_")).count();
     assert_eq!(g.len(), sd.len());
@@ -427,8 +431,9 @@ fn two_workers_match_their_halves(rounds: u64) {
     let device = Device::flex().autodiff();
     device.seed(4);
     let model = Model::new(&config(1).net, &device);
-    let flat = |g: Vec<Option<Tensor<1>>>| -> Vec<Vec<f32>> {
-        g.into_iter()
+    let flat = |g: GradientsParams| -> Vec<Vec<f32>> {
+        grads_in_visit_order(&model, &g)
+            .into_iter()
             .map(|t| t.map_or(Vec::new(), |t| t.into_data().try_to_vec::<f32>().unwrap()))
             .collect()
     };
@@ -473,5 +478,16 @@ fn two_workers_match_their_halves(rounds: u64) {
             }
         }
         assert!(compared > 10_000, "only {compared} gradient values");
+    }
+}
+
+/// Copies every parameter's gradient from `.0` into `.1`.
+struct Copy<'a>(&'a GradientsParams, &'a mut GradientsParams);
+
+impl ModuleVisitor for Copy<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.0.get::<D>(param.id) {
+            self.1.register::<D>(param.id, g);
+        }
     }
 }

@@ -86,7 +86,7 @@ fn rel(ours: &[f32], torch: &[f32], floor: f32) -> f32 {
         / scale
 }
 
-/// Keys of a model's tensors in visit order (the order of `collect_grads`).
+/// Keys of a model's tensors in visit order (the order of `grads_in_visit_order`).
 fn visit_keys(model: &Model) -> Vec<String> {
     struct K(Vec<String>, Vec<String>);
     impl burn::module::ModuleVisitor for K {
@@ -138,7 +138,8 @@ fn two_sgd_steps_match_pytorch() {
         );
         if step == 0 {
             let mut checked = 0;
-            for (k, g) in visit_keys(&model).iter().zip(&grads) {
+            let flat = repghost::train::sgd::grads_in_visit_order(&model, &grads);
+            for (k, g) in visit_keys(&model).iter().zip(&flat) {
                 let (Some(g), Some(t)) = (g, torch_grads.get(k)) else {
                     continue;
                 };

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use burn::module::{ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::Gradients;
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::Model;
@@ -37,12 +37,11 @@ impl Sgd {
         }
     }
 
-    /// One update of every parameter that has a gradient; `grads` are flattened, in the
-    /// model's visit order (as [`collect_grads`] returns them).
-    pub fn step(&mut self, model: Model, grads: Vec<Option<Tensor<1>>>, lr: f64) -> Model {
+    /// One update of every parameter that has a gradient in `grads`.
+    pub fn step(&mut self, model: Model, mut grads: GradientsParams, lr: f64) -> Model {
         let mut m = Update {
             sgd: self,
-            grads: grads.into_iter(),
+            grads: &mut grads,
             lr,
             path: Vec::new(),
         };
@@ -95,45 +94,26 @@ impl Sgd {
 }
 
 /// The gradient of every parameter of `model` in visit order (`None` for buffers and frozen
-/// parameters), flattened, detached and multiplied by `scale`.
-pub fn collect_grads(model: &Model, grads: &Gradients, scale: f64) -> Vec<Option<Tensor<1>>> {
-    struct G<'a>(&'a Gradients, f64, Vec<Option<Tensor<1>>>);
+/// parameters), flattened: for comparing gradients tensor by tensor.
+pub fn grads_in_visit_order(model: &Model, grads: &GradientsParams) -> Vec<Option<Tensor<1>>> {
+    struct G<'a>(&'a GradientsParams, Vec<Option<Tensor<1>>>);
     impl ModuleVisitor for G<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let g = param.val().grad(self.0).map(|g| {
+            let g = self.0.get::<D>(param.id).map(|g| {
                 let n = g.shape().num_elements();
-                let g = g.reshape([n]);
-                if self.1 == 1.0 {
-                    g
-                } else {
-                    g.mul_scalar(self.1)
-                }
+                g.reshape([n])
             });
-            self.2.push(g);
+            self.1.push(g);
         }
     }
-    let mut v = G(grads, scale, Vec::new());
+    let mut v = G(grads, Vec::new());
     model.visit(&mut v);
-    v.2
-}
-
-/// Element-wise sum of per-worker gradient lists, in worker order (deterministic).
-pub fn sum_grads(mut parts: Vec<Vec<Option<Tensor<1>>>>) -> Vec<Option<Tensor<1>>> {
-    let mut total = parts.remove(0);
-    for part in parts {
-        for (t, p) in total.iter_mut().zip(part) {
-            *t = match (t.take(), p) {
-                (Some(a), Some(b)) => Some(a.add(b)),
-                (a, b) => a.or(b),
-            };
-        }
-    }
-    total
+    v.1
 }
 
 struct Update<'a> {
     sgd: &'a mut Sgd,
-    grads: std::vec::IntoIter<Option<Tensor<1>>>,
+    grads: &'a mut GradientsParams,
     lr: f64,
     path: Vec<String>,
 }
@@ -147,14 +127,14 @@ impl ModuleMapper for Update<'_> {
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
-        let Some(grad) = self.grads.next().flatten() else {
+        let Some(grad) = self.grads.remove::<D>(id) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let distributed = tensor.is_distributed();
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let w = tensor.inner();
-        let mut g: Tensor<D> = grad.reshape(dims);
+        let mut g: Tensor<D> = grad;
         // Conv [O, I, kh, kw] and linear [I, O] weights decay; BN and biases (rank 1) do not.
         if self.sgd.weight_decay > 0.0 && D >= 2 {
             g = g.add(w.clone().mul_scalar(self.sgd.weight_decay));

@@ -1,19 +1,21 @@
 //! One optimizer step's gradient: the batch split into contiguous parts, each part's forward
 //! and backward pass on its own thread and device (data parallelism), and the parts'
-//! gradients brought to the first device and summed in a fixed order. BatchNorm normalizes
-//! each part with its own statistics, as under DDP; burn's `RunningState` averages the
-//! running statistics the parts computed.
+//! gradients brought to the first device and summed in a fixed order, by burn's own
+//! multi-device mechanism without collectives (`GradientsParams::to_device` onto the main
+//! device, `GradientsAccumulator`), which works on every backend. BatchNorm normalizes each
+//! part with its own statistics, as under DDP; burn's `RunningState` averages the running
+//! statistics the parts computed.
 //!
 //! Every part but the first runs on a replica forked from the model (to its own device on
 //! several GPUs, to the same one on the CPU), so that no two threads share autodiff leaves
-//! and with them one burn autodiff graph. burn 0.22's own DDP all-reduce
-//! (`DistributedContext`) is not implemented for its CPU backend, so the reduction here is
-//! ours: it works on every backend, and the CPU path is what the tests exercise.
+//! and with them one burn autodiff graph; a fork keeps the parameter ids, by which the
+//! gradients are matched.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
 
 use super::loss::smoothed_cross_entropy;
-use super::sgd::{collect_grads, sum_grads};
 use crate::model::Model;
 
 /// Host inputs of one step.
@@ -26,15 +28,15 @@ pub struct StepBatch<'a> {
     pub keep: Option<(&'a [f32], usize)>,
 }
 
-/// Mean loss over the batch and the gradients of the mean loss (visit order, flattened).
-/// `devices[0]` is the model's; part `i` runs on `devices[i % devices.len()]`.
+/// Mean loss over the batch and the gradients of the mean loss, on `devices[0]` (the
+/// model's); part `i` runs on `devices[i % devices.len()]`.
 pub fn gradients(
     model: &Model,
     b: &StepBatch,
     workers: usize,
     smoothing: f64,
     devices: &[Device],
-) -> (f32, Vec<Option<Tensor<1>>>) {
+) -> (f32, GradientsParams) {
     let main = &devices[0];
     let [n, c, h, w] = b.shape;
     let workers = workers.max(devices.len()).clamp(1, n.max(1));
@@ -69,15 +71,23 @@ pub fn gradients(
         let logits = model.forward_train(x, keep);
         let loss = smoothed_cross_entropy(logits, &b.labels[a..e], smoothing);
         let value: f32 = loss.clone().into_scalar();
+        // Each part's loss weighted by its share of the batch, so that the sum of the parts'
+        // gradients is the gradient of the batch's mean loss.
         let weight = m as f64 / n as f64;
+        let loss = if parts.len() == 1 {
+            loss
+        } else {
+            loss.mul_scalar(weight)
+        };
         let grads = loss.backward();
-        let mut g = collect_grads(model, &grads, weight);
-        if device != main {
-            g = g.into_iter().map(|t| t.map(|t| t.to_device(main))).collect();
-        }
+        let to = (device != main).then_some(main);
+        let g = match model {
+            Model::RepGhost(m) => params(grads, m, to),
+            Model::Ghost(m) => params(grads, m, to),
+        };
         (value * weight as f32, g)
     };
-    let results: Vec<(f32, Vec<Option<Tensor<1>>>)> = if parts.len() == 1 {
+    let results: Vec<(f32, GradientsParams)> = if parts.len() == 1 {
         vec![run(0, parts[0])]
     } else {
         std::thread::scope(|s| {
@@ -96,5 +106,36 @@ pub fn gradients(
         })
     };
     let loss = results.iter().map(|r| r.0).sum();
-    (loss, sum_grads(results.into_iter().map(|r| r.1).collect()))
+    let parts = results.into_iter().map(|r| r.1);
+    let total = match model {
+        Model::RepGhost(m) => sum(m, parts),
+        Model::Ghost(m) => sum(m, parts),
+    };
+    (loss, total)
+}
+
+/// burn's per-parameter gradients of `model` from a backward pass.
+pub fn param_gradients(model: &Model, grads: Gradients) -> GradientsParams {
+    match model {
+        Model::RepGhost(m) => params(grads, m, None),
+        Model::Ghost(m) => params(grads, m, None),
+    }
+}
+
+/// burn's per-parameter gradients of `m` from a backward pass, moved onto `to` if given.
+fn params<M: Module>(grads: Gradients, m: &M, to: Option<&Device>) -> GradientsParams {
+    let g = GradientsParams::from_grads(grads, m);
+    match to {
+        Some(device) => g.to_device(device, m),
+        None => g,
+    }
+}
+
+/// The parts' gradients summed by burn's accumulator, in part order (deterministic).
+fn sum<M: Module>(m: &M, parts: impl Iterator<Item = GradientsParams>) -> GradientsParams {
+    let mut total = GradientsAccumulator::<M>::new();
+    for g in parts {
+        total.accumulate(m, g);
+    }
+    total.grads()
 }
