@@ -31,15 +31,22 @@ pub fn device(arg: DeviceArg) -> Result<Device> {
 }
 
 /// `n` devices of one kind for data-parallel training: GPUs 0..n, or the CPU n times (then
-/// the parts of each batch run on n threads).
+/// the parts of each batch run on n threads). With wgpu, the first `n` adapters the backend
+/// lists; where it lists fewer (a machine with one GPU, or only Mesa's software Vulkan
+/// driver), `n` replicas share the first, so that the multi-device path runs anyway.
 pub fn devices(arg: DeviceArg, n: usize) -> Result<Vec<Device>> {
     let n = n.max(1);
     match arg {
         DeviceArg::Cpu => Ok(vec![Device::flex(); n]),
         #[cfg(feature = "wgpu")]
-        DeviceArg::Wgpu => Ok((0..n)
-            .map(|i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
-            .collect()),
+        DeviceArg::Wgpu => {
+            let found = Device::enumerate(burn::tensor::DeviceType::Wgpu);
+            match found.len() {
+                0 => bail!("wgpu found no adapter (is a Vulkan, Metal or DirectX driver installed?)"),
+                k if k >= n => Ok(found[..n].to_vec()),
+                _ => Ok(vec![found[0].clone(); n]),
+            }
+        }
         #[cfg(feature = "cuda")]
         DeviceArg::Cuda => Ok((0..n).map(Device::cuda).collect()),
         #[allow(unreachable_patterns)]

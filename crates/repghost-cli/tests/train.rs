@@ -7,41 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{repghost, s};
-
-/// Writes an IDX dataset of 16×16 grey bars (four classes) in Fashion-MNIST's file layout.
-fn write_idx(dir: &Path, n_train: usize, n_test: usize) {
-    let write = |prefix: &str, n: usize, seed: u32| {
-        let mut img = vec![0, 0, 8, 3];
-        img.extend((n as u32).to_be_bytes());
-        img.extend(16u32.to_be_bytes());
-        img.extend(16u32.to_be_bytes());
-        let mut lab = vec![0, 0, 8, 1];
-        lab.extend((n as u32).to_be_bytes());
-        let mut state = seed;
-        for i in 0..n {
-            let label = i % 4;
-            lab.push(label as u8);
-            for y in 0..16 {
-                for x in 0..16 {
-                    state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                    let noise = (state >> 16) % 60;
-                    let on = match label {
-                        0 => y < 5,
-                        1 => y >= 11,
-                        2 => x < 5,
-                        _ => x >= 11,
-                    };
-                    img.push(if on { 160 + noise as u8 } else { 20 + noise as u8 });
-                }
-            }
-        }
-        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
-        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
-    };
-    write("train", n_train, 1);
-    write("t10k", n_test, 2);
-}
+use common::{repghost, s, write_idx};
 
 #[test]
 fn a_run_leaves_metrics_curves_and_deployable_weights() {

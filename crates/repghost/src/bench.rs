@@ -80,20 +80,23 @@ pub fn runtime_forward(
 }
 
 /// A full SGD step of the train form (BatchNorm on batch statistics, label-smoothed loss,
-/// backward, Nesterov update) on `x` of `shape`, the batch split between `workers` threads.
+/// backward, Nesterov update) on `x` of `shape` on `device`, the batch split between
+/// `workers` threads. Each step waits for its loss, so on a GPU the time includes the
+/// previous step's update.
 pub fn train_step(
     model: &Model,
     x: &[f32],
     shape: [usize; 4],
     workers: usize,
     runs: usize,
+    device: &Device,
 ) -> Result<Timing> {
     if shape[0] < 2 {
         return Err(Error::Invalid(
             "a training step needs a batch of at least 2 (BatchNorm statistics)".into(),
         ));
     }
-    let device = Device::flex().autodiff();
+    let device = device.clone().autodiff();
     let mut m = Some(model.clone().to_device(&device).train());
     let labels: Vec<usize> = (0..shape[0]).map(|i| i % model.config().num_classes).collect();
     let mut sgd = Sgd::new(0.9, true, 1e-5);

@@ -15,6 +15,8 @@ use repghost::Model as BurnModel;
 use repghost_runtime::Layout;
 use serde_json::json;
 
+use crate::device::{device as burn_device, DeviceArg};
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Models to measure (random weights), e.g. repghostnet_100 ghostnet_100.
@@ -37,6 +39,9 @@ pub struct Args {
     /// `repghost train --workers`); other engines ignore it.
     #[arg(long, num_args = 1.., default_values_t = [1usize])]
     workers: Vec<usize>,
+    /// Where burn's engines (burn, burn-train, train-step) compute; the runtime is CPU-only.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
     /// Input resolution (square).
     #[arg(long, default_value_t = 224)]
     size: usize,
@@ -167,8 +172,9 @@ pub fn run(args: Args) -> Result<()> {
                                         "train-step needs --batch of at least 2 (BatchNorm statistics)"
                                     ));
                                 }
+                                let dev = burn_device(args.device)?;
                                 let t = pool.install(|| {
-                                    bench::train_step(m, &x, shape, workers, args.runs.min(20))
+                                    bench::train_step(m, &x, shape, workers, args.runs.min(20), &dev)
                                 })?;
                                 (t.median, t.min)
                             }
@@ -179,7 +185,9 @@ pub fn run(args: Args) -> Result<()> {
                                     train.as_ref()
                                 };
                                 let Some(m) = m else { continue };
-                                let t = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device);
+                                let dev = burn_device(args.device)?;
+                                let m = &m.clone().to_device(&dev);
+                                let t = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &dev);
                                 pool.install(|| {
                                     timed(args.runs, || {
                                         let y = m.forward(t.clone()).into_data();
@@ -196,7 +204,7 @@ pub fn run(args: Args) -> Result<()> {
                         match args.format {
                             Format::Json => println!(
                                 "{}",
-                                json!({"model": name, "engine": eng, "threads": threads, "batch": batch, "size": args.size,
+                                json!({"model": name, "engine": eng, "device": format!("{:?}", args.device).to_lowercase(), "threads": threads, "batch": batch, "size": args.size,
                                        "workers": workers, "median_ms": median, "min_ms": min, "images_per_s": batch as f64 * 1e3 / median,
                                        "simd": repghost_runtime::simd_level().name()})
                             ),
