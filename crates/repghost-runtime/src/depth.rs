@@ -1,8 +1,8 @@
 //! Depth-first execution of a chain of layers (a bottleneck, or the part of one on either
 //! side of its SE), strip of output rows by strip of output rows.
 //!
-//! Layer by layer, a bottleneck writes its expanded map (up to 56 × 56 × 72 floats at 1.0×,
-//! more than L2) to memory, reads it back for the depthwise conv, writes that, reads it back
+//! Layer by layer, a bottleneck writes its expanded map (up to 112 × 112 × 24 floats at 1.0×,
+//! 1.2 MB, more than L2) to memory, reads it back for the depthwise conv, writes that, reads it back
 //! for the projection. Here each intermediate map exists only as a window of the few rows the
 //! next layer still needs, in a strip buffer that stays in L1/L2: to produce a strip of the
 //! chain's output, each layer first produces the rows its consumer needs that it has not
@@ -314,6 +314,7 @@ enum In<'b> {
     Window(&'b [f32], usize, usize),
 }
 
-/// Target output pixels per strip: at 56 × 56, 9 rows, whose intermediate windows (up to
-/// 72 channels, 11–13 rows) take about 0.5 MB together.
+/// Target output pixels per strip: 9 output rows at 56 × 56, 4 at 112 × 112; the chain's
+/// intermediate windows then hold a few rows more each (the halos), a few hundred KB together
+/// at 1.0×.
 const STRIP_PIXELS: usize = 512;

@@ -1,6 +1,6 @@
 //! Running a [`Model`]: a workspace planned once per (batch, height, width) so that
-//! inference allocates nothing, five activation buffers rotated through each bottleneck,
-//! residual adds accumulated in place.
+//! inference allocates nothing, five activation buffers rotated through the bottlenecks, which
+//! run depth-first (`depth.rs`) or layer by layer with residual adds accumulated in place.
 
 use std::sync::Mutex;
 
