@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use crate::depth::{Chain, Op, Residual};
 use crate::error::{Error, Result};
+use crate::kernels::depthwise::Depthwise;
 use crate::kernels::depthwise::Shape;
+use crate::kernels::pointwise::Pointwise;
 use crate::kernels::View;
 use crate::model::{Block, Ghost, Model, Shortcut, FEATURE_STAGES};
 use crate::profile::{timed, Profile};
@@ -476,31 +478,7 @@ fn block_depth_first(
     let (oh, ow, cout) = second.unwrap_or(first).out_dims();
     let residual = match &b.shortcut {
         Shortcut::Proj { dw, pw } => {
-            let (src, dst) = pair(&mut ws.bufs, x, r);
-            timed(&mut ws.profile, "shortcut", || {
-                dw.run(
-                    cin,
-                    Shape::new(1, h, w),
-                    View::new(src, ld(cin), 0),
-                    dst,
-                    ld(cin),
-                    0,
-                    false,
-                    ws.team.as_ref(),
-                )
-            });
-            let (src, dst) = pair(&mut ws.bufs, r, s);
-            timed(&mut ws.profile, "shortcut", || {
-                pw.run(
-                    oh * ow,
-                    View::new(src, ld(cin), 0),
-                    dst,
-                    ld(cout),
-                    0,
-                    false,
-                    ws.team.as_ref(),
-                )
-            });
+            projection(dw, pw, ws, [x, r, s], Shape::new(1, h, w), cin, cout);
             Residual::InPlace
         }
         Shortcut::Identity => Residual::Add(&[]),
@@ -533,6 +511,46 @@ fn block_depth_first(
         }
     }
     s
+}
+
+/// A projected shortcut, layer by layer: the depthwise conv of `bufs[x]` (`cin` channels of
+/// shape `s`) into `bufs[tmp]`, then the 1×1 conv into `bufs[out]` (`cout` channels), where
+/// the block's last layer adds onto it.
+fn projection(
+    dw: &Depthwise,
+    pw: &Pointwise,
+    ws: &mut Workspace,
+    [x, tmp, out]: [usize; 3],
+    s: Shape,
+    cin: usize,
+    cout: usize,
+) {
+    let (oh, ow) = dw.out_hw(s.h, s.w);
+    let (src, dst) = pair(&mut ws.bufs, x, tmp);
+    timed(&mut ws.profile, "shortcut", || {
+        dw.run(
+            cin,
+            s,
+            View::new(src, ld(cin), 0),
+            dst,
+            ld(cin),
+            0,
+            false,
+            ws.team.as_ref(),
+        )
+    });
+    let (src, dst) = pair(&mut ws.bufs, tmp, out);
+    timed(&mut ws.profile, "shortcut", || {
+        pw.run(
+            s.n * oh * ow,
+            View::new(src, ld(cin), 0),
+            dst,
+            ld(cout),
+            0,
+            false,
+            ws.team.as_ref(),
+        )
+    });
 }
 
 /// One bottleneck. Input in `bufs[x]`; returns where its output went and its shape.
@@ -590,31 +608,7 @@ fn block(
     // The residual is summed in place: ghost2 accumulates into the buffer that holds it.
     let (target, accumulate) = match &b.shortcut {
         Shortcut::Proj { dw, pw } => {
-            let (src, dst) = pair(&mut ws.bufs, x, r);
-            timed(&mut ws.profile, "shortcut", || {
-                dw.run(
-                    cin,
-                    Shape::new(n, h, w),
-                    View::new(src, ld(cin), 0),
-                    dst,
-                    ld(cin),
-                    0,
-                    false,
-                    ws.team.as_ref(),
-                )
-            });
-            let (src, dst) = pair(&mut ws.bufs, r, s);
-            timed(&mut ws.profile, "shortcut", || {
-                pw.run(
-                    n * oh * ow,
-                    View::new(src, ld(cin), 0),
-                    dst,
-                    ld(cout),
-                    0,
-                    false,
-                    ws.team.as_ref(),
-                )
-            });
+            projection(dw, pw, ws, [x, r, s], Shape::new(n, h, w), cin, cout);
             (s, true)
         }
         Shortcut::Identity => (x, true),
