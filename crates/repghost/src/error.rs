@@ -34,6 +34,9 @@ pub enum Error {
     Ambiguous { path: PathBuf, msg: String },
     #[error("{0}")]
     Invalid(String),
+    /// The device or its drivers cannot do what was asked (no CUDA GPU, no NCCL).
+    #[error("{0}")]
+    Device(String),
     /// Training produced a non-finite loss; the last checkpoint is the state before it.
     #[error("loss is {value} at epoch {epoch}, step {step} (update {global_step}); stopped, the last good checkpoint is kept")]
     Diverged {

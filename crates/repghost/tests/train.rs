@@ -286,6 +286,21 @@ fn a_diverging_run_names_the_step_and_writes_no_checkpoint() {
     assert!(!out.path().join("last.ckpt").exists());
 }
 
+/// burn's all-reduce exists only in its CUDA backend: elsewhere (here the CPU) the trainer
+/// refuses it with an error naming CUDA instead of panicking in a worker thread.
+#[test]
+fn all_reduce_is_refused_off_cuda() {
+    let out = tempfile::tempdir().unwrap();
+    let t = Trainer::new(config(1), out.path(), &Device::flex(), None).unwrap();
+    let err = match t.with_all_reduce(&[Device::flex()]) {
+        Err(e) => e,
+        Ok(_) => panic!("the CPU backend was accepted for burn's all-reduce"),
+    };
+    assert!(matches!(err, repghost::Error::Device(_)), "{err:?}");
+    assert!(err.to_string().contains("CUDA"), "{err}");
+    assert!(!out.path().join("last.ckpt").exists());
+}
+
 fn params(model: &Model) -> Vec<Vec<f32>> {
     struct V(Vec<Vec<f32>>);
     impl ModuleVisitor for V {

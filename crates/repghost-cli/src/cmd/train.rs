@@ -121,9 +121,11 @@ pub struct Args {
     /// Where to compute.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
-    /// Data-parallel training over N devices of --device's kind (GPUs 0..N with wgpu or
-    /// cuda): every batch is split, each part's gradients computed on its device and summed on
-    /// the first. With --device cpu this is the same as --workers N.
+    /// Data-parallel training over N devices of --device's kind, every batch split into one
+    /// part per device. cuda: GPUs 0..N, one replica each, gradients summed by burn's
+    /// all-reduce (NCCL) inside the backward pass. wgpu: the first N adapters (N replicas of
+    /// the first where fewer are found), gradients gathered and summed on the first. cpu: the
+    /// same as --workers N.
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
     /// Worker threads for burn's CPU backend and the data loader (default: all cores).
@@ -179,6 +181,11 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
     }
     set_threads(args.threads);
     let all = devices(args.device, args.devices)?;
+    // burn's all-reduce exists on CUDA only; checked before any file is written.
+    let all_reduce = matches!(args.device, DeviceArg::Cuda) && all.len() > 1;
+    if all_reduce {
+        repghost::train::ddp::check(&all)?;
+    }
     let data = open_data(&args.data)?;
     let trainer = if args.resume {
         let t = Trainer::resume(&args.out, &all[0])?;
@@ -203,7 +210,11 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
         }
         Trainer::new(cfg, &args.out, &all[0], init)?
     };
-    let trainer = trainer.with_extra_devices(&all[1..]);
+    let trainer = if all_reduce {
+        trainer.with_all_reduce(&all[1..])?
+    } else {
+        trainer.with_extra_devices(&all[1..])
+    };
     let runtime_eval = args.eval_engine.uses_runtime(args.device);
     fit(trainer, &data, &args.out, args.threads, runtime_eval)
 }

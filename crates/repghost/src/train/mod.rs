@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod ddp;
 pub mod ema;
 pub mod eval;
 pub mod loss;

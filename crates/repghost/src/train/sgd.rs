@@ -48,6 +48,18 @@ impl Sgd {
         model.map(&mut m)
     }
 
+    /// A copy whose momentum buffers live on `device` (the optimizer of a replica).
+    pub fn to_device(&self, device: &Device) -> Self {
+        Sgd {
+            buffers: self
+                .buffers
+                .iter()
+                .map(|(k, t)| (k.clone(), t.clone().to_device(device)))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// The momentum buffers, for a checkpoint.
     pub fn state(&self) -> StateDict {
         self.buffers

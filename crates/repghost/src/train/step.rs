@@ -38,14 +38,9 @@ pub fn gradients(
     devices: &[Device],
 ) -> (f32, GradientsParams) {
     let main = &devices[0];
-    let [n, c, h, w] = b.shape;
-    let workers = workers.max(devices.len()).clamp(1, n.max(1));
-    let per = n.div_ceil(workers);
-    let parts: Vec<(usize, usize)> = (0..workers)
-        .map(|i| (i * per, ((i + 1) * per).min(n)))
-        .filter(|(a, e)| e > a)
-        .collect();
-    let run = |i: usize, (a, e): (usize, usize)| {
+    let n = b.shape[0];
+    let parts = split(n, workers.max(devices.len()));
+    let run = |i: usize, part: (usize, usize)| {
         let device = &devices[i % devices.len()];
         // Every part but the first runs on a fork: fresh autodiff leaves, even on the same
         // device. Parts that share leaves share one burn autodiff graph, and one part's
@@ -59,33 +54,14 @@ pub fn gradients(
             forked = model.clone().fork(device);
             &forked
         };
-        let m = e - a;
-        let px = c * h * w;
-        let x = Tensor::<4>::from_data(
-            TensorData::new(b.inputs[a * px..e * px].to_vec(), [m, c, h, w]),
-            device,
-        );
-        let keep = b
-            .keep
-            .map(|(k, f)| Tensor::<2>::from_data(TensorData::new(k[a * f..e * f].to_vec(), [m, f]), device));
-        let logits = model.forward_train(x, keep);
-        let loss = smoothed_cross_entropy(logits, &b.labels[a..e], smoothing);
-        let value: f32 = loss.clone().into_scalar();
-        // Each part's loss weighted by its share of the batch, so that the sum of the parts'
-        // gradients is the gradient of the batch's mean loss.
-        let weight = m as f64 / n as f64;
-        let loss = if parts.len() == 1 {
-            loss
-        } else {
-            loss.mul_scalar(weight)
-        };
+        let (value, loss) = part_loss(model, b, part, parts.len(), smoothing, device);
         let grads = loss.backward();
         let to = (device != main).then_some(main);
         let g = match model {
             Model::RepGhost(m) => params(grads, m, to),
             Model::Ghost(m) => params(grads, m, to),
         };
-        (value * weight as f32, g)
+        (value, g)
     };
     let results: Vec<(f32, GradientsParams)> = if parts.len() == 1 {
         vec![run(0, parts[0])]
@@ -114,6 +90,55 @@ pub fn gradients(
     (loss, total)
 }
 
+/// `n` samples in `min(parts, n)` contiguous ranges whose sizes differ by at most one, the
+/// larger first.
+pub(crate) fn split(n: usize, parts: usize) -> Vec<(usize, usize)> {
+    let parts = parts.clamp(1, n.max(1));
+    let (per, rest) = (n / parts, n % parts);
+    let mut start = 0;
+    (0..parts)
+        .map(|i| {
+            let end = start + per + usize::from(i < rest);
+            let range = (start, end);
+            start = end;
+            range
+        })
+        .filter(|(a, e)| e > a)
+        .collect()
+}
+
+/// The forward pass of samples `a..e` of the batch on `device` and their loss, weighted by
+/// their share of the batch when it has several parts, so that the sum of the parts'
+/// gradients is the gradient of the batch's mean loss. Returns the weighted loss's value
+/// and the tensor to call `backward` on.
+pub(crate) fn part_loss(
+    model: &Model,
+    b: &StepBatch,
+    (a, e): (usize, usize),
+    parts: usize,
+    smoothing: f64,
+    device: &Device,
+) -> (f32, Tensor<1>) {
+    let [n, c, h, w] = b.shape;
+    let m = e - a;
+    let px = c * h * w;
+    let x = Tensor::<4>::from_data(
+        TensorData::new(b.inputs[a * px..e * px].to_vec(), [m, c, h, w]),
+        device,
+    );
+    let keep = b
+        .keep
+        .map(|(k, f)| Tensor::<2>::from_data(TensorData::new(k[a * f..e * f].to_vec(), [m, f]), device));
+    let logits = model.forward_train(x, keep);
+    let loss = smoothed_cross_entropy(logits, &b.labels[a..e], smoothing);
+    let value: f32 = loss.clone().into_scalar();
+    if parts == 1 {
+        return (value, loss);
+    }
+    let weight = m as f64 / n as f64;
+    (value * weight as f32, loss.mul_scalar(weight))
+}
+
 /// burn's per-parameter gradients of `model` from a backward pass.
 pub fn param_gradients(model: &Model, grads: Gradients) -> GradientsParams {
     match model {
@@ -138,4 +163,28 @@ fn sum<M: Module>(m: &M, parts: impl Iterator<Item = GradientsParams>) -> Gradie
         total.accumulate(m, g);
     }
     total.grads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn split_covers_the_batch_in_balanced_contiguous_parts() {
+        for n in 1..20 {
+            for parts in 1..8 {
+                let s = split(n, parts);
+                assert_eq!(s.len(), parts.min(n), "{n} {parts}");
+                let sizes: Vec<usize> = s.iter().map(|(a, e)| e - a).collect();
+                assert!(
+                    sizes.windows(2).all(|w| w[0] == w[1] || w[0] == w[1] + 1),
+                    "{sizes:?}"
+                );
+                assert_eq!(s[0].0, 0);
+                assert_eq!(s.last().unwrap().1, n);
+                assert!(s.windows(2).all(|w| w[0].1 == w[1].0), "{s:?}");
+                assert!(s.iter().all(|(a, e)| e > a), "{s:?}");
+            }
+        }
+    }
 }

@@ -15,6 +15,7 @@ use repghost_data::Rng;
 
 use super::checkpoint::{self, metrics_csv, Checkpoint, EpochRow, TrainState};
 use super::config::TrainConfig;
+use super::ddp::AllReduce;
 use super::ema::Ema;
 use super::eval::{evaluate, evaluate_with};
 use super::schedule::{warmup_steps, Schedule};
@@ -120,6 +121,8 @@ pub struct Trainer {
     device: Device,
     /// Devices of the data-parallel parts (autodiff); the first is `device`.
     devices: Vec<Device>,
+    /// Replicas on other GPUs whose gradients burn all-reduces ([`Trainer::with_all_reduce`]).
+    all_reduce: Option<AllReduce>,
     model: Model,
     ema: Option<Ema>,
     sgd: Sgd,
@@ -162,6 +165,7 @@ impl Trainer {
             sgd,
             state: TrainState::default(),
             engine: None,
+            all_reduce: None,
         })
     }
 
@@ -208,6 +212,7 @@ impl Trainer {
             sgd,
             state: ck.state,
             engine: None,
+            all_reduce: None,
         })
     }
 
@@ -216,6 +221,20 @@ impl Trainer {
     pub fn with_extra_devices(mut self, extra: &[Device]) -> Self {
         self.devices.extend(extra.iter().map(|d| d.clone().autodiff()));
         self
+    }
+
+    /// Data parallelism by burn's distributed all-reduce over `extra` GPUs and the first (one
+    /// replica per GPU, gradients summed inside `backward()`; see [`super::ddp`]): CUDA GPUs
+    /// with NCCL, refused otherwise. Every batch is split into one part per GPU, whatever
+    /// `workers` says.
+    pub fn with_all_reduce(mut self, extra: &[Device]) -> Result<Self> {
+        let devices: Vec<Device> = std::iter::once(self.device.clone())
+            .chain(extra.iter().cloned())
+            .collect();
+        let (model, all) = AllReduce::new(self.model, &self.sgd, &devices)?;
+        self.model = model;
+        self.all_reduce = Some(all);
+        Ok(self)
     }
 
     /// Computes validation logits with `engine` instead of burn's forward pass (e.g.
@@ -259,6 +278,15 @@ impl Trainer {
             return Err(Error::Invalid("the training split has no images".into()));
         }
         self.cfg.batch_size = self.cfg.batch_size.min(n_train);
+        if let Some(all) = &self.all_reduce {
+            if self.cfg.batch_size < all.devices() {
+                return Err(Error::Invalid(format!(
+                    "a batch of {} image(s) cannot feed {} GPUs: every GPU needs a part",
+                    self.cfg.batch_size,
+                    all.devices()
+                )));
+            }
+        }
         let steps = self.steps_per_epoch(n_train);
         let plan = Plan {
             n_train,
@@ -368,13 +396,19 @@ impl Trainer {
             labels: &batch.labels,
             keep: keep.as_ref().map(|k| (k.as_slice(), HEAD_CHANNELS)),
         };
-        let (value, grads) = gradients(
-            &self.model,
-            &sb,
-            self.cfg.workers,
-            self.cfg.label_smoothing,
-            &self.devices,
-        );
+        let (value, grads) = match &self.all_reduce {
+            Some(all) => all.gradients(&self.model, &sb, self.cfg.label_smoothing)?,
+            None => {
+                let (value, grads) = gradients(
+                    &self.model,
+                    &sb,
+                    self.cfg.workers,
+                    self.cfg.label_smoothing,
+                    &self.devices,
+                );
+                (value, vec![grads])
+            }
+        };
         if !value.is_finite() {
             return Err(Error::Diverged {
                 value,
@@ -383,7 +417,12 @@ impl Trainer {
                 global_step: step,
             });
         }
-        self.model = self.sgd.step(self.model.clone(), grads, lr);
+        let mut grads = grads.into_iter();
+        let own = grads.next().expect("replica 0's gradients");
+        self.model = self.sgd.step(self.model.clone(), own, lr);
+        if let Some(all) = &mut self.all_reduce {
+            all.update(grads, lr);
+        }
         // Merges the BatchNorm statistics the workers computed (burn keeps them per thread
         // until a sync) and gives the EMA plain tensors.
         let synced = self.model.valid();
@@ -533,7 +572,7 @@ impl Trainer {
 
 /// Lifts a model with plain tensors (loaded weights) onto autodiff, every parameter
 /// trainable (running statistics stay buffers: `RunningState` drops the flag).
-fn trainable(model: Model) -> Model {
+pub(crate) fn trainable(model: Model) -> Model {
     struct T;
     impl ModuleMapper for T {
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
