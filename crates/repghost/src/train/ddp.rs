@@ -168,6 +168,11 @@ fn check_cuda(devices: &[Device]) -> Result<()> {
     use burn::tensor::DeviceType;
 
     let gpus = Device::enumerate(DeviceType::Cuda).into_vec();
+    if gpus.is_empty() {
+        return Err(Error::Device(
+            "CUDA found no GPU (is NVIDIA's driver installed?)".into(),
+        ));
+    }
     let mut seen = Vec::new();
     for d in devices {
         let d = d.clone().inner();

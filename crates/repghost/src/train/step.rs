@@ -2,7 +2,8 @@
 //! and backward pass on its own thread and device (data parallelism), and the parts'
 //! gradients brought to the first device and summed in a fixed order, by burn's own
 //! multi-device mechanism without collectives (`GradientsParams::to_device` onto the main
-//! device, `GradientsAccumulator`), which works on every backend. BatchNorm normalizes each
+//! device, `GradientsAccumulator`), which works on every backend (several CUDA GPUs use
+//! burn's all-reduce instead: [`super::ddp`]). BatchNorm normalizes each
 //! part with its own statistics, as under DDP; burn's `RunningState` averages the running
 //! statistics the parts computed.
 //!
