@@ -17,7 +17,7 @@ use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOpe
 use burn::tensor::{Device, Tensor};
 
 use super::sgd::Sgd;
-use super::step::{param_gradients, part_loss, split, StepBatch};
+use super::step::{on_threads, param_gradients, part_loss, split, StepBatch};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -92,24 +92,14 @@ impl AllReduce {
                 self.devices.len()
             )));
         }
-        let count = parts.len();
-        let models = std::iter::once(model).chain(self.replicas.iter().map(|r| &r.model));
-        let results: Vec<(f32, GradientsParams)> = std::thread::scope(|s| {
-            let handles: Vec<_> = models
-                .zip(&parts)
-                .zip(&self.devices)
-                .map(|((m, &part), device)| {
-                    s.spawn(move || {
-                        let (value, loss) = part_loss(m, b, part, count, smoothing, device);
-                        // Returns once every replica's marked gradients are all-reduced.
-                        (value, param_gradients(m, loss.backward()))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("training replica panicked"))
-                .collect()
+        let models: Vec<&Model> = std::iter::once(model)
+            .chain(self.replicas.iter().map(|r| &r.model))
+            .collect();
+        let results = on_threads(parts.len(), |i| {
+            let (m, device) = (models[i], &self.devices[i]);
+            let (value, loss) = part_loss(m, b, parts[i], parts.len(), smoothing, device);
+            // Returns once every replica's marked gradients are all-reduced.
+            (value, param_gradients(m, loss.backward()))
         });
         let loss = results.iter().map(|r| r.0).sum();
         Ok((loss, results.into_iter().map(|r| r.1).collect()))

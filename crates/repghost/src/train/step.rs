@@ -67,20 +67,7 @@ pub fn gradients(
     let results: Vec<(f32, GradientsParams)> = if parts.len() == 1 {
         vec![run(0, parts[0])]
     } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = parts
-                .iter()
-                .enumerate()
-                .map(|(i, &p)| {
-                    let run = &run;
-                    s.spawn(move || run(i, p))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("training worker panicked"))
-                .collect()
-        })
+        on_threads(parts.len(), |i| run(i, parts[i]))
     };
     let loss = results.iter().map(|r| r.0).sum();
     let parts = results.into_iter().map(|r| r.1);
@@ -89,6 +76,18 @@ pub fn gradients(
         Model::Ghost(m) => sum(m, parts),
     };
     (loss, total)
+}
+
+/// `f(0)`, …, `f(n − 1)`, each on a thread of its own, in that order.
+pub(crate) fn on_threads<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..n).map(|i| s.spawn(move || f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("training worker panicked"))
+            .collect()
+    })
 }
 
 /// `n` samples in `min(parts, n)` contiguous ranges whose sizes differ by at most one, the
