@@ -50,16 +50,9 @@ impl AllReduce {
         );
         let replicas = devices[1..]
             .iter()
-            .map(|d| {
-                let inner = d.clone().inner();
-                // valid() gives the copy BatchNorm running states of its own (clones and
-                // forks share them); the parameter ids, by which the all-reduce pairs the
-                // replicas' gradients, stay the same.
-                let copy = super::trainer::trainable(model.valid().to_device(&inner));
-                Replica {
-                    model: distributed(copy),
-                    sgd: sgd.to_device(&inner),
-                }
+            .map(|d| Replica {
+                model: distributed(replica(&model, d)),
+                sgd: sgd.to_device(&d.clone().inner()),
             })
             .collect();
         let all = AllReduce {
@@ -115,6 +108,13 @@ impl AllReduce {
             let _ = r.model.valid();
         }
     }
+}
+
+/// A copy of `model` on `device` in training mode, with BatchNorm running states of its own
+/// (clones and forks share them; `valid()` and `train()` make new ones) and the same parameter
+/// ids, by which the all-reduce pairs the replicas' gradients.
+fn replica(model: &Model, device: &Device) -> Model {
+    model.valid().to_device(&device.clone().inner()).train()
 }
 
 /// Every trainable parameter of `model` marked for burn's all-reduce under its own id.
@@ -192,4 +192,59 @@ fn check_cuda(devices: &[Device]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::{ModuleVisitor, ParamId};
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    use super::*;
+    use crate::config::{Arch, NetConfig};
+    use crate::train::sgd::grads_in_visit_order;
+
+    fn ids_and_values(model: &Model) -> (Vec<ParamId>, Vec<Vec<f32>>) {
+        struct V(Vec<ParamId>, Vec<Vec<f32>>);
+        impl ModuleVisitor for V {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                self.0.push(p.id);
+                self.1
+                    .push(p.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+            }
+        }
+        let mut v = V(Vec::new(), Vec::new());
+        model.valid().visit(&mut v);
+        (v.0, v.1)
+    }
+
+    /// A replica keeps the parameter ids and values, trains, and updates BatchNorm running
+    /// statistics of its own: a training pass on it leaves the original's untouched.
+    #[test]
+    fn a_replica_shares_ids_but_not_running_statistics() {
+        let device = Device::flex().autodiff();
+        let cfg = NetConfig::new(Arch::RepGhost, 0.25).with_num_classes(3);
+        let model = Model::new(&cfg, &device);
+        let copy = replica(&model, &device);
+        let (ids, before) = ids_and_values(&model);
+        let (copy_ids, copy_values) = ids_and_values(&copy);
+        assert_eq!(ids, copy_ids);
+        assert_eq!(before, copy_values);
+
+        let x = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(1.0, 2.0), &device);
+        let loss = copy.forward_train(x, None).sum();
+        let grads = param_gradients(&copy, loss.backward());
+        let (_, trained) = ids_and_values(&copy);
+        let (_, after) = ids_and_values(&model);
+        assert_eq!(before, after, "a pass on the replica changed the original");
+        // What moved are the BatchNorm running statistics, buffers without a gradient; the
+        // weights, which all have one, did not.
+        let grads = grads_in_visit_order(&copy, &grads);
+        let moved: Vec<usize> = (0..before.len()).filter(|&i| before[i] != trained[i]).collect();
+        assert!(!moved.is_empty(), "the replica's running statistics did not move");
+        assert!(moved.iter().all(|&i| grads[i].is_none()), "a weight moved");
+        assert!(
+            grads.iter().any(Option::is_some),
+            "the replica has no trainable parameter"
+        );
+    }
 }

@@ -572,7 +572,7 @@ impl Trainer {
 
 /// Lifts a model with plain tensors (loaded weights) onto autodiff, every parameter
 /// trainable (running statistics stay buffers: `RunningState` drops the flag).
-pub(crate) fn trainable(model: Model) -> Model {
+fn trainable(model: Model) -> Model {
     struct T;
     impl ModuleMapper for T {
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
