@@ -63,14 +63,10 @@ impl AllReduce {
         Ok((distributed(model), all))
     }
 
-    pub(crate) fn devices(&self) -> usize {
-        self.devices.len()
-    }
-
     /// The batch's mean loss and, for every replica (the caller's `model` first), the
     /// gradients of the batch's mean loss, already summed over the replicas by burn. The
-    /// batch must hold at least one sample per replica: a replica without a part would
-    /// never join the all-reduce the others wait for.
+    /// batch must hold at least one sample per replica (an error otherwise, before any pass):
+    /// a replica without a part would never join the all-reduce the others wait for.
     pub(crate) fn gradients(
         &self,
         model: &Model,
@@ -80,7 +76,7 @@ impl AllReduce {
         let parts = split(b.shape[0], self.devices.len());
         if parts.len() != self.devices.len() {
             return Err(Error::Invalid(format!(
-                "a batch of {} image(s) cannot feed {} GPUs",
+                "a batch of {} image(s) cannot feed {} GPUs: every GPU needs a part",
                 b.shape[0],
                 self.devices.len()
             )));

@@ -278,15 +278,6 @@ impl Trainer {
             return Err(Error::Invalid("the training split has no images".into()));
         }
         self.cfg.batch_size = self.cfg.batch_size.min(n_train);
-        if let Some(all) = &self.all_reduce {
-            if self.cfg.batch_size < all.devices() {
-                return Err(Error::Invalid(format!(
-                    "a batch of {} image(s) cannot feed {} GPUs: every GPU needs a part",
-                    self.cfg.batch_size,
-                    all.devices()
-                )));
-            }
-        }
         let steps = self.steps_per_epoch(n_train);
         let plan = Plan {
             n_train,
