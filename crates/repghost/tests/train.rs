@@ -1,10 +1,12 @@
 //! Training: the optimizer computes PyTorch's SGD-Nesterov update, a tiny run learns, an
-//! interrupted and resumed run ends bit-identical to an uninterrupted one, and a diverging
+//! interrupted and resumed run ends bit-identical to an uninterrupted one (stopped on request,
+//! or killed with SIGKILL after a recovery checkpoint), and a diverging
 //! run stops with an error naming the step without writing a checkpoint.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use burn::module::{ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -12,7 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use repghost::config::{Arch, NetConfig};
 use repghost::train::sgd::{grads_in_visit_order, Sgd};
 use repghost::train::step::{gradients, param_gradients, StepBatch};
-use repghost::train::{Data, Observer, Outcome, StepInfo, TrainConfig, Trainer};
+use repghost::train::{Data, EpochRow, Observer, Outcome, StepInfo, TrainConfig, Trainer};
 use repghost::weights::{state_dict, Form};
 use repghost::Model;
 use repghost_data::dataset::Dataset;
@@ -194,7 +196,23 @@ fn interrupted_and_resumed_run_matches_an_uninterrupted_one() {
         panic!("resumed run did not finish");
     };
 
-    let (a, b) = (weights(full.path()), weights(part.path()));
+    assert_same_run(full.path(), &summary.history, part.path(), &resumed.history);
+    for f in [
+        "config.json",
+        "metrics.csv",
+        "best.safetensors",
+        "deploy.safetensors",
+    ] {
+        assert!(part.path().join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(part.path().join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+}
+
+/// The two runs' final weights, EMA and momentum are bit-identical, and so are their metrics
+/// except wall time and speed.
+fn assert_same_run(full: &Path, full_rows: &[EpochRow], part: &Path, part_rows: &[EpochRow]) {
+    let (a, b) = (weights(full), weights(part));
     assert_eq!(a.len(), b.len());
     let differ: Vec<String> = a
         .iter()
@@ -207,28 +225,107 @@ fn interrupted_and_resumed_run_matches_an_uninterrupted_one() {
         .collect();
     assert!(
         differ.is_empty(),
-        "{} of {} tensors differ after resuming: {}",
+        "{} of {} tensors differ after resuming, e.g. {}",
         differ.len(),
         a.len(),
-        differ.join(", ")
+        differ[..differ.len().min(5)].join(", ")
     );
-    // Same metrics too, except wall time and speed.
-    for (x, y) in summary.history.iter().zip(&resumed.history) {
+    assert_eq!(full_rows.len(), part_rows.len());
+    for (x, y) in full_rows.iter().zip(part_rows) {
         assert_eq!(
             (x.epoch, x.train_loss, x.top1, x.ema_top1),
             (y.epoch, y.train_loss, y.top1, y.ema_top1)
         );
     }
-    for f in [
-        "config.json",
-        "metrics.csv",
-        "best.safetensors",
-        "deploy.safetensors",
-    ] {
-        assert!(part.path().join(f).is_file(), "{f} missing");
+}
+
+/// Slows every update down, so that the parent of a killed run can kill it mid-epoch.
+struct Slow;
+impl Observer for Slow {
+    fn step(&mut self, _: &StepInfo) {
+        std::thread::sleep(Duration::from_millis(150));
     }
-    let csv = std::fs::read_to_string(part.path().join("metrics.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 3, "{csv}");
+}
+
+/// Starting weights read from a file, so that runs in two processes start alike whatever
+/// else draws from the device's generator meanwhile (tests run on parallel threads).
+fn init_from(path: &Path) -> Model {
+    repghost::weights::load(path, &Default::default(), &Device::flex())
+        .unwrap()
+        .model
+}
+
+/// The child half of the SIGKILL test below: trains in `REPGHOST_KILL_DIR` from the weights
+/// in its `init.safetensors`, with a recovery checkpoint after every update, until its parent
+/// kills it.
+#[test]
+#[ignore = "a child process of a_run_killed_mid_epoch_resumes_from_its_recovery_checkpoint"]
+fn killed_child() {
+    let Ok(dir) = std::env::var("REPGHOST_KILL_DIR") else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let never = AtomicBool::new(false);
+    let init = init_from(&dir.join("init.safetensors"));
+    let mut t = Trainer::new(config(2), dir, &Device::flex(), Some(init))
+        .unwrap()
+        .with_checkpoint_every(Some(Duration::ZERO));
+    t.run(&data(), &mut Slow, &never).unwrap();
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_from_its_recovery_checkpoint() {
+    let device = Device::flex();
+    let data = data();
+    let part = tempfile::tempdir().unwrap();
+    let init = part.path().join("init.safetensors");
+    let cfg = config(2);
+    let model = Model::new(&cfg.net, &device);
+    repghost::weights::save(&model, &cfg.model, Form::Train, None, &init).unwrap();
+
+    let full = tempfile::tempdir().unwrap();
+    let never = AtomicBool::new(false);
+    let mut t = Trainer::new(cfg, full.path(), &device, Some(init_from(&init)))
+        .unwrap()
+        .with_checkpoint_every(None);
+    let Outcome::Finished(summary) = t.run(&data, &mut Quiet, &never).unwrap() else {
+        panic!("run without a stop request was interrupted");
+    };
+
+    // A child process trains with a checkpoint after every update and gets SIGKILL (no
+    // handler runs) as soon as the first one exists.
+    let ckpt = part.path().join("last.ckpt");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "killed_child", "--ignored", "--test-threads", "1"])
+        .env("REPGHOST_KILL_DIR", part.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !ckpt.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the child ended ({status}) before it could be killed");
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            child.kill().unwrap();
+            panic!("no recovery checkpoint after 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let state = repghost::train::checkpoint::load(&ckpt).unwrap().state;
+    assert_eq!(state.epoch, 0, "the kill came after the first epoch");
+    assert!(
+        (1..6).contains(&state.step_in_epoch),
+        "not a mid-epoch checkpoint: {state:?}"
+    );
+
+    let mut t = Trainer::resume(part.path(), &device).unwrap();
+    let Outcome::Finished(resumed) = t.run(&data, &mut Quiet, &never).unwrap() else {
+        panic!("resumed run did not finish");
+    };
+    assert_same_run(full.path(), &summary.history, part.path(), &resumed.history);
 }
 
 #[test]

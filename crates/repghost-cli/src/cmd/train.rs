@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use repghost::engine::runtime_engine;
@@ -143,6 +144,12 @@ pub struct Args {
     /// measure with `repghost bench --engine train-step --workers 1 4`.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// Minutes between recovery checkpoints: `last.ckpt` is also written in the middle of an
+    /// epoch once this long has passed since the previous one, so that a process killed
+    /// without a signal (SIGKILL, out of memory, power loss) loses at most this much training
+    /// and `--resume` continues exactly. 0: at epoch ends only. Applies to resumed runs too.
+    #[arg(long, default_value_t = 10.0, value_name = "MINUTES")]
+    pub checkpoint_every: f64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Debug)]
@@ -175,6 +182,9 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
         || !(0.0 < args.scale[0] && args.scale[0] <= args.scale[1] && args.scale[1] <= 1.0)
     {
         return Err(crate::usage!("--scale takes MIN MAX with 0 < MIN ≤ MAX ≤ 1"));
+    }
+    if !(args.checkpoint_every.is_finite() && args.checkpoint_every >= 0.0) {
+        return Err(crate::usage!("--checkpoint-every takes minutes, 0 or more"));
     }
     if args.resume && args.overwrite {
         return Err(crate::usage!("--resume and --overwrite exclude each other"));
@@ -215,6 +225,9 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
     } else {
         trainer.with_extra_devices(&all[1..])
     };
+    let trainer = trainer.with_checkpoint_every(
+        (args.checkpoint_every > 0.0).then(|| Duration::from_secs_f64(60.0 * args.checkpoint_every)),
+    );
     let runtime_eval = args.eval_engine.uses_runtime(args.device);
     fit(trainer, &data, &args.out, args.threads, runtime_eval)
 }

@@ -19,4 +19,6 @@ pub use checkpoint::{EpochRow, TrainState};
 pub use config::{scaled_lr, TrainConfig};
 pub use eval::{evaluate, evaluate_streaming, evaluate_with, Evaluation};
 pub use preset::{DataShape, Preset};
-pub use trainer::{clear_run, Data, Observer, Outcome, StepInfo, Summary, Trainer, RUN_FILES};
+pub use trainer::{
+    clear_run, Data, Observer, Outcome, StepInfo, Summary, Trainer, CHECKPOINT_EVERY, RUN_FILES,
+};

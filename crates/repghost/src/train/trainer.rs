@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::module::{ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -129,7 +129,15 @@ pub struct Trainer {
     pub state: TrainState,
     /// Computes validation logits; burn's forward pass when `None`.
     engine: Option<Engine>,
+    /// Writes `last.ckpt` in the middle of an epoch once this long has passed since the last
+    /// one (`None`: at epoch ends and on a stop request only).
+    checkpoint_every: Option<Duration>,
+    last_checkpoint: Instant,
 }
+
+/// The default interval of recovery checkpoints (timm's `--recovery-interval` serves the same
+/// purpose): a process killed without a signal loses at most this much training.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
 
 impl Trainer {
     /// A fresh run in `out` (created if needed); `init` are starting weights (train form, on
@@ -166,6 +174,8 @@ impl Trainer {
             state: TrainState::default(),
             engine: None,
             all_reduce: None,
+            checkpoint_every: Some(CHECKPOINT_EVERY),
+            last_checkpoint: Instant::now(),
         })
     }
 
@@ -213,6 +223,8 @@ impl Trainer {
             state: ck.state,
             engine: None,
             all_reduce: None,
+            checkpoint_every: Some(CHECKPOINT_EVERY),
+            last_checkpoint: Instant::now(),
         })
     }
 
@@ -235,6 +247,16 @@ impl Trainer {
         self.model = model;
         self.all_reduce = Some(all);
         Ok(self)
+    }
+
+    /// Recovery checkpoints: `last.ckpt` is also written between two updates of an epoch once
+    /// `every` has passed since the previous checkpoint, so that a process killed without a
+    /// signal (SIGKILL, an out-of-memory kill, a power cut) loses at most `every` of training
+    /// and resumes exactly. `None` writes it at epoch ends and on a stop request only;
+    /// `Duration::ZERO`, after every update. The default is [`CHECKPOINT_EVERY`].
+    pub fn with_checkpoint_every(mut self, every: Option<Duration>) -> Self {
+        self.checkpoint_every = every;
+        self
     }
 
     /// Computes validation logits with `engine` instead of burn's forward pass (e.g.
@@ -286,6 +308,7 @@ impl Trainer {
             started: Instant::now(),
             elapsed_before: self.state.elapsed_s,
         };
+        self.last_checkpoint = Instant::now();
         while self.state.epoch < self.cfg.epochs {
             let epoch = self.state.epoch;
             obs.epoch_start(epoch, self.cfg.epochs, steps, self.state.step_in_epoch);
@@ -368,8 +391,17 @@ impl Trainer {
                 lr,
                 images_per_s: self.state.epoch_images as f64 / self.state.epoch_train_s.max(1e-9),
             });
-            if stop.load(Ordering::SeqCst) && self.state.step_in_epoch < plan.steps {
-                return Ok(false);
+            if self.state.step_in_epoch < plan.steps {
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(false);
+                }
+                if self
+                    .checkpoint_every
+                    .is_some_and(|every| self.last_checkpoint.elapsed() >= every)
+                {
+                    self.state.elapsed_s = plan.elapsed();
+                    self.save_checkpoint()?;
+                }
             }
         }
         Ok(true)
@@ -505,7 +537,7 @@ impl Trainer {
         )
     }
 
-    fn save_checkpoint(&self) -> Result<()> {
+    fn save_checkpoint(&mut self) -> Result<()> {
         let ck = Checkpoint {
             model: state_dict(&self.model.valid(), Form::Train),
             ema: self.ema.as_ref().map(|e| state_dict(&e.model, Form::Train)),
@@ -513,7 +545,9 @@ impl Trainer {
             state: self.state.clone(),
             config: self.cfg.clone(),
         };
-        checkpoint::save(&self.out.join("last.ckpt"), &ck)
+        checkpoint::save(&self.out.join("last.ckpt"), &ck)?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
     }
 
     /// The model to deploy (the EMA if there is one), re-parameterized, checked against its
