@@ -28,8 +28,8 @@ pub(crate) enum Op<'a> {
 impl Op<'_> {
     fn cout(self) -> usize {
         match self {
-            Op::Pw(p) => p.cout,
-            Op::Dw(d) => d.c,
+            Op::Pw(p) => p.cout(),
+            Op::Dw(d) => d.channels(),
         }
     }
     fn out_hw(self, h: usize, w: usize) -> (usize, usize) {
@@ -44,9 +44,9 @@ impl Op<'_> {
         match self {
             Op::Pw(_) => (a, b),
             Op::Dw(d) => {
-                let (s, p) = (d.stride, d.k / 2);
+                let (s, p) = (d.stride(), d.k() / 2);
                 let lo = (a * s).saturating_sub(p);
-                (lo - lo % s, ((b - 1) * s + d.k - p).min(h))
+                (lo - lo % s, ((b - 1) * s + d.k() - p).min(h))
             }
         }
     }
@@ -54,13 +54,13 @@ impl Op<'_> {
     fn window(self, rows: usize) -> usize {
         match self {
             Op::Pw(_) => rows,
-            Op::Dw(d) => (rows - 1) * d.stride + d.k + d.stride - 1,
+            Op::Dw(d) => (rows - 1) * d.stride() + d.k() + d.stride() - 1,
         }
     }
     fn kind(self) -> &'static str {
         match self {
             Op::Pw(_) => "pointwise",
-            Op::Dw(d) if d.stride > 1 => "depthwise s2",
+            Op::Dw(d) if d.stride() > 1 => "depthwise s2",
             Op::Dw(_) => "depthwise",
         }
     }
@@ -288,7 +288,7 @@ impl<'a> Chain<'a> {
                 None,
             ),
             Op::Dw(d) => {
-                let s = d.stride;
+                let s = d.stride();
                 let shape = Shape {
                     n: 1,
                     h: hi - lo,

@@ -36,7 +36,7 @@ pub struct FeatureMap {
 
 /// Row stride of a map with `c` channels: a multiple of 16 floats (8 for narrow maps), so
 /// that with 64-byte aligned buffers no vector load straddles two cache lines.
-pub fn ld(c: usize) -> usize {
+pub(crate) fn ld(c: usize) -> usize {
     if c <= 8 {
         8
     } else {
@@ -70,11 +70,11 @@ impl Buf {
 
 /// Everything one inference writes, sized for one input shape. Make one per thread.
 pub struct Workspace {
-    pub batch: usize,
-    pub height: usize,
-    pub width: usize,
+    batch: usize,
+    height: usize,
+    width: usize,
     /// Threads: a batch is split between them; a single image splits its layers by rows.
-    pub threads: usize,
+    threads: usize,
     /// Set to `Some(Profile::default())` to time each kind of layer.
     pub profile: Option<Profile>,
     /// A single image's bottlenecks whose output map has at least this many pixels run
@@ -98,6 +98,23 @@ pub struct Workspace {
     parts: Vec<Workspace>,
 }
 
+impl Workspace {
+    /// Images per call.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The input's height and width.
+    pub fn input_hw(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+
+    /// Threads that run a call.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
 impl Model {
     /// A workspace for `batch` images of `height × width`.
     pub fn workspace(&self, batch: usize, height: usize, width: usize) -> Result<Workspace> {
@@ -107,8 +124,8 @@ impl Model {
             )));
         }
         let (mut h, mut w) = self.stem.out_hw(height, width);
-        let mut most = h * w * ld(self.stem.cout);
-        let mut widest = self.stem.cout;
+        let mut most = h * w * ld(self.stem.cout());
+        let mut widest = self.stem.cout();
         let mut features = Vec::new();
         let mut stride = height.div_ceil(h).max(1);
         let mut strip = 0;
@@ -118,13 +135,13 @@ impl Model {
                 strip = strip.max(second.map_or(0, |c| c.scratch_len()));
             }
             let mid = b.ghost1.out_channels();
-            most = most.max(h * w * ld(mid.max(b.ghost1.primary.cout)));
+            most = most.max(h * w * ld(mid.max(b.ghost1.primary.cout())));
             if let Some(dw) = &b.dw {
                 (h, w) = dw.out_hw(h, w);
                 stride *= 2;
             }
             let out = b.ghost2.out_channels();
-            most = most.max(h * w * ld(out.max(b.ghost2.primary.cout).max(b.ghost1.primary.cin)));
+            most = most.max(h * w * ld(out.max(b.ghost2.primary.cout()).max(b.ghost1.primary.cin())));
             widest = widest.max(mid).max(out);
             if let Some(k) = FEATURE_STAGES.iter().position(|&s| self.stage_ends[s] == i) {
                 let _ = k;
@@ -138,8 +155,8 @@ impl Model {
                 });
             }
         }
-        most = most.max(h * w * ld(self.final_conv.cout));
-        widest = widest.max(self.final_conv.cout);
+        most = most.max(h * w * ld(self.final_conv.cout()));
+        widest = widest.max(self.final_conv.cout());
         let size = batch * most;
         Ok(Workspace {
             batch,
@@ -151,8 +168,8 @@ impl Model {
             bufs: std::array::from_fn(|_| Buf::new(size)),
             strips: std::array::from_fn(|_| Buf::new(strip)),
             scratch: vec![0.0; 3 * widest + 64],
-            pooled: vec![0.0; batch * self.final_conv.cout],
-            hidden: vec![0.0; batch * self.conv_head.cout],
+            pooled: vec![0.0; batch * self.final_conv.cout()],
+            hidden: vec![0.0; batch * self.conv_head.cout()],
             logits: vec![0.0; batch * self.num_classes],
             features,
             parts: Vec::new(),
@@ -316,7 +333,7 @@ impl Model {
         }
         let (cur, h, w, ch) = self.body(ws, input, layout, false);
         let n = ws.batch;
-        let fin = self.final_conv.cout;
+        let fin = self.final_conv.cout();
         let out = other(cur, cur);
         {
             let (src, dst) = pair(&mut ws.bufs, cur, out);
@@ -340,7 +357,7 @@ impl Model {
             let inv = 1.0 / hw as f32;
             pooled.iter_mut().for_each(|a| *a *= inv);
         }
-        let hid = self.conv_head.cout;
+        let hid = self.conv_head.cout();
         self.conv_head.run(
             n,
             View::new(&ws.pooled, fin, 0),
@@ -394,13 +411,13 @@ impl Model {
         let (mut h, mut w) = self.stem.out_hw(ws.height, ws.width);
         let (height, width) = (ws.height, ws.width);
         let buf = ws.bufs[0].get_mut();
-        let lds = ld(self.stem.cout);
+        let lds = ld(self.stem.cout());
         let team = ws.team.as_ref();
         timed(&mut ws.profile, "stem", || {
             self.stem
                 .run(n, height, width, input, layout == Layout::Nchw, buf, lds, team)
         });
-        let (mut cur, mut ch) = (0, self.stem.cout);
+        let (mut cur, mut ch) = (0, self.stem.cout());
         let mut k = 0;
         for (i, b) in self.blocks.iter().enumerate() {
             (cur, h, w, ch) = block(b, ws, cur, n, h, w, ch);
@@ -641,7 +658,7 @@ fn ghost(
     accumulate: bool,
 ) {
     let m = s.n * s.h * s.w;
-    let init = g.primary.cout;
+    let init = g.primary.cout();
     let out = g.out_channels();
     let threads = ws.team.as_ref();
     {

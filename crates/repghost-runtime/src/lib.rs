@@ -20,19 +20,22 @@
 // Every unsafe operation sits in its own block with the reason it holds.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-pub mod act;
+// The public surface is `Model`, `Workspace`, the layouts, feature maps, profiles, errors and
+// the SIMD level; kernels, their packing and the thread team are private, so that safe code
+// outside the crate cannot hand a kernel a buffer or a shape it was not built for.
+mod act;
 mod depth;
-pub mod error;
+mod error;
 mod exec;
-pub mod kernels;
-pub mod model;
-pub mod profile;
+mod kernels;
+mod model;
+mod profile;
 mod simd;
-pub mod team;
+mod team;
 mod vector;
 
 pub use error::{Error, Result};
-pub use exec::{ld as pixel_stride, FeatureMap, Layout, Workspace, DEPTH_FIRST_MIN};
+pub use exec::{FeatureMap, Layout, Workspace, DEPTH_FIRST_MIN};
 pub use model::Model;
-pub use profile::Profile;
+pub use profile::{time_sgemm, PointwiseTiming, Profile};
 pub use simd::{level as simd_level, Level as SimdLevel};

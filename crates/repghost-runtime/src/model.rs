@@ -3,7 +3,8 @@
 //! shapes: a bottleneck is strided exactly when it has a `conv_dw`, has SE when it has
 //! `se.*`, and projects its shortcut when it has `shortcut.*`.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use safetensors::SafeTensors;
@@ -17,27 +18,29 @@ use crate::kernels::stem::Stem;
 
 /// A ghost module: `primary` 1×1 conv, then the `cheap` depthwise conv on its output, joined
 /// by addition (RepGhost, already folded into `cheap`) or by concatenation (GhostNet).
-pub struct Ghost {
-    pub primary: Pointwise,
-    pub cheap: Depthwise,
+pub(crate) struct Ghost {
+    pub(crate) primary: Pointwise,
+    pub(crate) cheap: Depthwise,
     /// GhostNet: output channels of the concatenation (primary ++ cheap, sliced).
-    pub concat: Option<usize>,
+    pub(crate) concat: Option<usize>,
 }
 
 impl Ghost {
     pub fn out_channels(&self) -> usize {
-        self.concat.unwrap_or(self.cheap.c)
+        self.concat.unwrap_or(self.cheap.channels())
     }
-    /// Channels of the cheap op that survive the slice.
-    pub fn cheap_channels(&self) -> usize {
-        match self.concat {
-            Some(out) => out - self.primary.cout,
-            None => self.cheap.c,
-        }
+    /// Whether the module reads `cin` channels and its cheap op covers what it keeps: the
+    /// cheap op convolves the primary conv's output, and GhostNet's concatenation keeps all
+    /// of the primary channels and a part of the cheap ones.
+    fn fits(&self, cin: usize) -> bool {
+        let init = self.primary.cout();
+        self.primary.cin() == cin
+            && self.cheap.channels() == init
+            && self.concat.is_none_or(|out| out >= init && out - init <= init)
     }
 }
 
-pub enum Shortcut {
+pub(crate) enum Shortcut {
     /// The "wo" ablation: no identity path.
     None,
     Identity,
@@ -47,33 +50,39 @@ pub enum Shortcut {
     },
 }
 
-pub struct Block {
-    pub ghost1: Ghost,
-    pub dw: Option<Depthwise>,
-    pub se: Option<Se>,
-    pub ghost2: Ghost,
-    pub shortcut: Shortcut,
+pub(crate) struct Block {
+    pub(crate) ghost1: Ghost,
+    pub(crate) dw: Option<Depthwise>,
+    pub(crate) se: Option<Se>,
+    pub(crate) ghost2: Ghost,
+    pub(crate) shortcut: Shortcut,
 }
 
 /// A loaded network. `Send + Sync`: run it from many threads, each with its own workspace.
 pub struct Model {
-    pub name: String,
-    pub in_chans: usize,
-    pub num_classes: usize,
-    pub stem: Stem,
-    pub blocks: Vec<Block>,
+    pub(crate) name: String,
+    pub(crate) in_chans: usize,
+    pub(crate) num_classes: usize,
+    pub(crate) stem: Stem,
+    pub(crate) blocks: Vec<Block>,
     /// Index of the last block of each stage.
-    pub stage_ends: Vec<usize>,
-    pub final_conv: Pointwise,
-    pub conv_head: Pointwise,
-    pub classifier: Pointwise,
+    pub(crate) stage_ends: Vec<usize>,
+    pub(crate) final_conv: Pointwise,
+    pub(crate) conv_head: Pointwise,
+    pub(crate) classifier: Pointwise,
 }
 
 /// Stages whose outputs are the stride-8, -16 and -32 maps (timm `feature_info`).
-pub const FEATURE_STAGES: [usize; 3] = [3, 5, 7];
+pub(crate) const FEATURE_STAGES: [usize; 3] = [3, 5, 7];
 
+/// Stages of bottlenecks (`blocks.0` to `blocks.8`; `blocks.9` is the final conv).
+const STAGES: usize = 9;
+
+/// The file's tensors, and the names the loader has read (every tensor must be read: one that
+/// is not belongs to a structure this engine does not know).
 struct Tensors<'a> {
     st: SafeTensors<'a>,
+    used: RefCell<BTreeSet<String>>,
 }
 
 impl Tensors<'_> {
@@ -81,6 +90,7 @@ impl Tensors<'_> {
         self.st.tensor(k).is_ok()
     }
     fn get(&self, k: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.used.borrow_mut().insert(k.to_string());
         let v = self
             .st
             .tensor(k)
@@ -121,7 +131,7 @@ impl Tensors<'_> {
         if s[2] != 1 {
             return Err(Error::Model(format!("'{prefix}' should be 1x1, is {s:?}")));
         }
-        Ok(Pointwise::new(&w, s[0], s[1], b, act))
+        Pointwise::new(&w, s[0], s[1], b, act).map_err(|e| in_layer(prefix, e))
     }
     fn depthwise(&self, prefix: &str, stride: usize, act: Act) -> Result<Depthwise> {
         let (w, s, b) = self.conv(prefix)?;
@@ -130,7 +140,38 @@ impl Tensors<'_> {
                 "'{prefix}' should be depthwise 3x3 or 5x5, is {s:?}"
             )));
         }
-        Ok(Depthwise::new(&w, s[0], s[2], stride, b, act))
+        Depthwise::new(&w, s[0], s[2], stride, b, act).map_err(|e| in_layer(prefix, e))
+    }
+
+    /// The names no layer read, for the error that reports them.
+    fn unused(&self) -> Vec<String> {
+        let used = self.used.borrow();
+        let mut names: Vec<String> = self
+            .st
+            .names()
+            .into_iter()
+            .filter(|n| !used.contains(*n))
+            .map(|n| n.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// Prefixes a kernel constructor's message with the layer's key.
+fn in_layer(prefix: &str, e: Error) -> Error {
+    match e {
+        Error::Model(m) => Error::Model(format!("'{prefix}': {m}")),
+        e => e,
+    }
+}
+
+/// Up to three names and the count: a message stays one short line however many there are.
+pub(crate) fn few(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+    match names.len() {
+        n if n <= 3 => shown.join(", "),
+        n => format!("{} and {} more", shown.join(", "), n - 3),
     }
 }
 
@@ -170,10 +211,13 @@ impl Model {
         let shortcut = cfg["shortcut"].as_bool().unwrap_or(true);
         let stem_stride = cfg["stem_stride"].as_u64().unwrap_or(2) as usize;
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-        let t = Tensors { st };
+        let t = Tensors {
+            st,
+            used: RefCell::default(),
+        };
 
         let (w, s, b) = t.conv("conv_stem")?;
-        let stem = Stem::new(&w, s[0], s[1], s[2], stem_stride, b);
+        let stem = Stem::new(&w, s[0], s[1], s[2], stem_stride, b).map_err(|e| in_layer("conv_stem", e))?;
         let mut blocks = Vec::new();
         let mut stage_ends = Vec::new();
         let mut stage = 0;
@@ -193,20 +237,36 @@ impl Model {
         if blocks.is_empty() {
             return Err(bad("no blocks.*: not a RepGhostNet or GhostNet".into()));
         }
+        if stage_ends.len() != STAGES {
+            return Err(bad(format!(
+                "{} stages of bottlenecks (blocks.0 to blocks.{}); RepGhostNet and GhostNet have {STAGES}",
+                stage_ends.len(),
+                stage_ends.len() - 1
+            )));
+        }
         let final_conv = t.pointwise(&format!("blocks.{stage}.0.conv"), Act::Relu)?;
         let conv_head = t.pointwise("conv_head", Act::Relu)?;
         let (cw, cs) = t.get("classifier.weight")?;
         let (cb, _) = t.get("classifier.bias")?;
-        if cs.len() != 2 || cs[1] != conv_head.cout || cb.len() != cs[0] {
+        if cs.len() != 2 || cs[1] != conv_head.cout() || cb.len() != cs[0] {
             return Err(bad(format!(
                 "classifier.weight {cs:?} does not fit conv_head ({})",
-                conv_head.cout
+                conv_head.cout()
             )));
         }
-        let classifier = Pointwise::new(&cw, cs[0], cs[1], cb, Act::None);
+        let classifier =
+            Pointwise::new(&cw, cs[0], cs[1], cb, Act::None).map_err(|e| in_layer("classifier", e))?;
+        let unused = t.unused();
+        if !unused.is_empty() {
+            return Err(bad(format!(
+                "{} tensor(s) that no layer of a RepGhostNet or GhostNet reads: {}",
+                unused.len(),
+                few(&unused)
+            )));
+        }
         let m = Model {
             name: meta.get("model").cloned().unwrap_or_default(),
-            in_chans: stem.cin,
+            in_chans: stem.cin(),
             num_classes: cs[0],
             stem,
             blocks,
@@ -234,7 +294,10 @@ impl Model {
         // GhostNet's module width is what the next layer reads (make_divisible keeps it even).
         let g1_out = if ghostnet {
             let (_, s) = t.get(&format!("{p}.ghost2.primary_conv.0.weight"))?;
-            Some(s[1])
+            Some(
+                *s.get(1)
+                    .ok_or_else(|| Error::Model(format!("'{p}.ghost2.primary_conv.0.weight' is {s:?}")))?,
+            )
         } else {
             None
         };
@@ -243,7 +306,7 @@ impl Model {
             Some(if proj {
                 t.get(&format!("{p}.shortcut.2.weight"))?.1[0]
             } else {
-                ghost1.primary.cin
+                ghost1.primary.cin()
             })
         } else {
             None
@@ -260,7 +323,7 @@ impl Model {
             if s2[0] != s1[1] || s2[1] != s1[0] {
                 return Err(Error::Model(format!("'{p}.se' convs do not fit each other")));
             }
-            Some(Se::new(&w1, b1, &w2, b2, s1[1], s1[0]))
+            Some(Se::new(&w1, b1, &w2, b2, s1[1], s1[0]).map_err(|e| in_layer(&format!("{p}.se"), e))?)
         } else {
             None
         };
@@ -283,35 +346,53 @@ impl Model {
         })
     }
 
-    /// Every layer reads the channels its predecessor writes.
+    /// Every layer reads the channels its predecessor writes, and the strided blocks sit
+    /// where the feature taps expect them.
     fn check_channels(&self) -> Result<()> {
-        let mut ch = self.stem.cout;
+        let mut ch = self.stem.cout();
         for (i, b) in self.blocks.iter().enumerate() {
             let err = |what: &str| Err(Error::Model(format!("block {i}: {what} does not fit its input")));
-            if b.ghost1.primary.cin != ch || b.ghost1.cheap.c < b.ghost1.cheap_channels() {
+            if !b.ghost1.fits(ch) {
                 return err("ghost1");
             }
             let mid = b.ghost1.out_channels();
-            if b.dw.as_ref().is_some_and(|d| d.c != mid) || b.se.as_ref().is_some_and(|s| s.c != mid) {
+            if b.dw.as_ref().is_some_and(|d| d.channels() != mid)
+                || b.se.as_ref().is_some_and(|s| s.channels() != mid)
+            {
                 return err("conv_dw/se");
             }
-            if b.ghost2.primary.cin != mid {
+            if !b.ghost2.fits(mid) {
                 return err("ghost2");
             }
             let out = b.ghost2.out_channels();
             match &b.shortcut {
-                Shortcut::Proj { dw, pw } if dw.c != ch || pw.cin != ch || pw.cout != out => {
+                Shortcut::Proj { dw, pw } if dw.channels() != ch || pw.cin() != ch || pw.cout() != out => {
                     return err("shortcut")
                 }
-                Shortcut::Identity if out != ch => return err("identity shortcut"),
+                Shortcut::Identity if out != ch || b.dw.is_some() => return err("identity shortcut"),
                 _ => {}
             }
             ch = out;
         }
-        if self.final_conv.cin != ch || self.conv_head.cin != self.final_conv.cout {
+        if self.final_conv.cin() != ch || self.conv_head.cin() != self.final_conv.cout() {
             return Err(Error::Model("final conv / conv_head do not fit".into()));
         }
         Ok(())
+    }
+
+    /// The model's name (the `model` metadata of its file).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Channels of the input image.
+    pub fn in_chans(&self) -> usize {
+        self.in_chans
+    }
+
+    /// Logits per image.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
     }
 
     /// A one-line description.

@@ -1,6 +1,13 @@
-//! Optional per-layer-type timing (`Workspace::profile`), for finding where the time goes.
+//! Optional per-layer-type timing (`Workspace::profile`), for finding where the time goes, and
+//! each 1×1 convolution's kernel timed alone (`Model::time_pointwise_layers`).
 
 use std::time::Instant;
+
+use crate::act::Act;
+use crate::exec::ld;
+use crate::kernels::pointwise::{Kernel, Pointwise};
+use crate::kernels::View;
+use crate::model::{Model, Shortcut};
 
 /// Milliseconds spent per kind of layer since the last reset.
 #[derive(Clone, Debug, Default)]
@@ -32,4 +39,87 @@ pub fn timed<R>(p: &mut Option<Profile>, kind: &'static str, f: impl FnOnce() ->
             r
         }
     }
+}
+
+/// One 1×1 convolution of a model timed alone, with its data hot in cache: the kernel's rate,
+/// not the layer's share of a forward pass (which [`Profile`] gives).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PointwiseTiming<T> {
+    /// Where it sits: `blocks.3 ghost1`, `final_conv`, …
+    pub name: String,
+    /// Pixels (rows of the GEMM), input and output channels.
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// With the packed kernel this CPU runs.
+    pub packed: T,
+    /// Through the gemm crate, with a separate epilogue pass.
+    pub generic: T,
+}
+
+impl<T> PointwiseTiming<T> {
+    pub fn flop(&self) -> f64 {
+        2.0 * (self.m * self.k * self.n) as f64
+    }
+}
+
+impl Model {
+    /// Every 1×1 convolution at batch 1 on a `size × size` input, each measured by `time`
+    /// (which calls the closure it is given as often as it likes) with the packed kernel and
+    /// with the gemm crate.
+    pub fn time_pointwise_layers<T>(
+        &self,
+        size: usize,
+        mut time: impl FnMut(&mut dyn FnMut()) -> T,
+    ) -> Vec<PointwiseTiming<T>> {
+        let (mut h, mut w) = self.stem.out_hw(size, size);
+        let mut layers: Vec<(String, &Pointwise, usize)> = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            layers.push((format!("blocks.{i} ghost1"), &b.ghost1.primary, h * w));
+            if let Some(dw) = &b.dw {
+                (h, w) = dw.out_hw(h, w);
+            }
+            layers.push((format!("blocks.{i} ghost2"), &b.ghost2.primary, h * w));
+            if let Shortcut::Proj { pw, .. } = &b.shortcut {
+                layers.push((format!("blocks.{i} shortcut"), pw, h * w));
+            }
+        }
+        layers.push(("final_conv".into(), &self.final_conv, h * w));
+        layers.push(("conv_head".into(), &self.conv_head, 1));
+        layers.push(("classifier".into(), &self.classifier, 1));
+        layers
+            .into_iter()
+            .map(|(name, p, m)| {
+                let generic = p.copy_with_kernel(Kernel::Generic);
+                PointwiseTiming {
+                    name,
+                    m,
+                    k: p.cin(),
+                    n: p.cout(),
+                    packed: time_layer(p, m, &mut time),
+                    generic: time_layer(&generic, m, &mut time),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A one-thread SGEMM of `m × k × n` through the gemm crate (`[m, k] × [k, n]`, no epilogue),
+/// measured by `time`: the machine's reference rate for a GEMM.
+pub fn time_sgemm<T>(m: usize, k: usize, n: usize, mut time: impl FnMut(&mut dyn FnMut()) -> T) -> T {
+    let w: Vec<f32> = (0..k * n).map(|i| ((i % 13) as f32 - 6.0) * 0.1).collect();
+    let p = Pointwise::new(&w, n, k, vec![0.0; n], Act::None)
+        .expect("a well-formed layer")
+        .copy_with_kernel(Kernel::Generic);
+    time_layer(&p, m, &mut time)
+}
+
+fn time_layer<T>(p: &Pointwise, m: usize, time: &mut impl FnMut(&mut dyn FnMut()) -> T) -> T {
+    let (lk, ln) = (ld(p.cin()), ld(p.cout()));
+    let a: Vec<f32> = (0..m * lk).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
+    let mut c = vec![0f32; m * ln];
+    time(&mut || {
+        p.run(m, View::new(&a, lk, 0), &mut c, ln, 0, false, None);
+        std::hint::black_box(&c);
+    })
 }

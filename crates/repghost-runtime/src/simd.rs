@@ -12,6 +12,16 @@ pub enum Level {
 }
 
 impl Level {
+    /// Whether a CPU at this level runs code built for `other`.
+    pub fn covers(self, other: Level) -> bool {
+        let rank = |l: Level| match l {
+            Level::Portable => 0,
+            Level::Avx2 => 1,
+            Level::Avx512 => 2,
+        };
+        rank(self) >= rank(other)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Level::Avx512 => "avx512",
@@ -91,13 +101,18 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
-/// Defines `$name(args)` that runs `$body::<A, B, C>(args)` with the widest explicit vector
-/// types the CPU has: `A` for the bulk of the channels, `B` and `C` for the tail
-/// (AVX-512: 16/8/4 lanes, AVX2: 8/8/4, portable: scalar).
+/// Defines `unsafe fn $name(args)` that runs `$body::<A, B, C>(args)` with the widest
+/// explicit vector types the CPU has: `A` for the bulk of the channels, `B` and `C` for the
+/// tail (AVX-512: 16/8/4 lanes, AVX2: 8/8/4, portable: scalar). The dispatcher checks the
+/// CPU; the arguments' contract is `$body`'s, so the dispatcher is `unsafe` too and its
+/// caller checks them.
 macro_rules! vector_dispatch {
     ($(#[$m:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) => $body:ident) => {
         $(#[$m])*
-        fn $name($($arg: $ty),*) {
+        ///
+        /// # Safety
+        #[doc = concat!("The arguments meet `", stringify!($body), "`'s contract, less the CPU's part.")]
+        unsafe fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 use $crate::vector::{F16, F4, F8};
@@ -119,8 +134,8 @@ macro_rules! vector_dispatch {
                     unsafe { $body::<F8, F8, F4>($($arg),*) }
                 }
                 match $crate::simd::level() {
-                    // SAFETY: level() checked that the CPU has these features; the
-                    // dispatching function's caller checked the arguments.
+                    // SAFETY: level() checked that the CPU has these features; this
+                    // function's caller meets the rest of the contract.
                     $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
                     $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
@@ -128,8 +143,8 @@ macro_rules! vector_dispatch {
                 }
             }
             use $crate::vector::F1;
-            // SAFETY: F1 is plain scalar code, which any CPU runs; the dispatching
-            // function's caller checked the arguments.
+            // SAFETY: F1 is plain scalar code, which any CPU runs; this function's caller
+            // meets the rest of the contract.
             unsafe { $body::<F1, F1, F1>($($arg),*) }
         }
     };

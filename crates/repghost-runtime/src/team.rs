@@ -4,18 +4,23 @@
 //!
 //! A `Team` is `Send` but not `Sync`: one thread at a time posts jobs, so the job slot has
 //! one writer. A job cannot reach its own team (a job is `Sync`, and a closure holding a
-//! `&Team` is not), so jobs never nest.
-//!
-//! ```compile_fail
-//! fn shared<T: Sync>() {}
-//! shared::<repghost_runtime::team::Team>();
-//! ```
+//! `&Team` is not), so jobs never nest. The assertion below stops the build if `Team` ever
+//! becomes `Sync`.
 
 use std::cell::{Cell, UnsafeCell};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+/// Resolves only while `Team` is not `Sync`: with a `Sync` `Team` both impls apply and the
+/// type of `_` is ambiguous, a compile error.
+trait AmbiguousIfSync<A> {
+    fn check() {}
+}
+impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+impl<T: ?Sized + Sync> AmbiguousIfSync<u8> for T {}
+const _: fn() = || <Team as AmbiguousIfSync<_>>::check();
 
 /// A job: called with part 0 on the caller's thread and part 1 on the helper.
 type Job<'a> = &'a (dyn Fn(usize) + Sync);

@@ -150,102 +150,20 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-/// One 1×1 convolution of the deploy runtime, timed alone with its data hot in cache.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PointwiseLayer {
-    /// Where it sits: `blocks.3 ghost1`, `final_conv`, …
-    pub name: String,
-    /// Pixels (rows of the GEMM), input and output channels.
-    pub m: usize,
-    pub k: usize,
-    pub n: usize,
-    /// The packed kernel this CPU runs ([`repghost_runtime::kernels::pointwise::Kernel`]).
-    pub packed: Timing,
-    /// The same layer through the gemm crate with a separate epilogue pass.
-    pub generic: Timing,
-}
-
-impl PointwiseLayer {
-    pub fn flop(&self) -> f64 {
-        2.0 * (self.m * self.k * self.n) as f64
-    }
-}
+/// One 1×1 convolution of the deploy runtime, timed alone with its data hot in cache, with
+/// the packed kernel this CPU runs and through the gemm crate.
+pub type PointwiseLayer = repghost_runtime::PointwiseTiming<Timing>;
 
 /// Every 1×1 convolution of `model` at batch 1 on a `size × size` input, each timed with the
 /// packed kernel and with the gemm crate (data hot: this is the kernel's rate, not the
 /// layer's share of a whole forward pass, which `Workspace::profile` gives).
 pub fn pointwise_layers(model: &repghost_runtime::Model, size: usize, runs: usize) -> Vec<PointwiseLayer> {
-    use repghost_runtime::kernels::pointwise::Pointwise;
-    let (mut h, mut w) = model.stem.out_hw(size, size);
-    let mut layers: Vec<(String, &Pointwise, usize)> = Vec::new();
-    for (i, b) in model.blocks.iter().enumerate() {
-        layers.push((format!("blocks.{i} ghost1"), &b.ghost1.primary, h * w));
-        if let Some(dw) = &b.dw {
-            (h, w) = dw.out_hw(h, w);
-        }
-        layers.push((format!("blocks.{i} ghost2"), &b.ghost2.primary, h * w));
-        if let repghost_runtime::model::Shortcut::Proj { pw, .. } = &b.shortcut {
-            layers.push((format!("blocks.{i} shortcut"), pw, h * w));
-        }
-    }
-    layers.push(("final_conv".into(), &model.final_conv, h * w));
-    layers.push(("conv_head".into(), &model.conv_head, 1));
-    layers.push(("classifier".into(), &model.classifier, 1));
-    layers
-        .into_iter()
-        .map(|(name, p, m)| {
-            let generic =
-                clone_pointwise(p).with_kernel(repghost_runtime::kernels::pointwise::Kernel::Generic);
-            PointwiseLayer {
-                name,
-                m,
-                k: p.cin,
-                n: p.cout,
-                packed: time_pointwise(p, m, runs),
-                generic: time_pointwise(&generic, m, runs),
-            }
-        })
-        .collect()
+    model.time_pointwise_layers(size, |f| time(runs, f))
 }
 
 /// A one-thread SGEMM of `m × k × n` through the gemm crate (`[m, k] × [k, n]`, no
 /// epilogue): the machine's reference rate for a GEMM. Returns GFLOP/s of the median run.
 pub fn sgemm_rate(m: usize, k: usize, n: usize, runs: usize) -> f64 {
-    use repghost_runtime::act::Act;
-    use repghost_runtime::kernels::pointwise::{Kernel, Pointwise};
-    let w = Rng::new(4).normals(k * n);
-    let p = Pointwise::new(&w, n, k, vec![0.0; n], Act::None).with_kernel(Kernel::Generic);
-    2.0 * (m * k * n) as f64 / (time_pointwise(&p, m, runs).median * 1e-3) / 1e9
-}
-
-fn clone_pointwise(
-    p: &repghost_runtime::kernels::pointwise::Pointwise,
-) -> repghost_runtime::kernels::pointwise::Pointwise {
-    // `[cin][cout]` back to PyTorch's `[cout, cin]`.
-    let mut w = vec![0.0; p.cin * p.cout];
-    for i in 0..p.cin {
-        for o in 0..p.cout {
-            w[o * p.cin + i] = p.w[i * p.cout + o];
-        }
-    }
-    repghost_runtime::kernels::pointwise::Pointwise::new(&w, p.cout, p.cin, p.b.clone(), p.act)
-}
-
-fn time_pointwise(p: &repghost_runtime::kernels::pointwise::Pointwise, m: usize, runs: usize) -> Timing {
-    let ld = repghost_runtime::pixel_stride;
-    let (lk, ln) = (ld(p.cin), ld(p.cout));
-    let a = Rng::new(5).normals(m * lk);
-    let mut c = vec![0f32; m * ln];
-    time(runs, || {
-        p.run(
-            m,
-            repghost_runtime::kernels::View::new(&a, lk, 0),
-            &mut c,
-            ln,
-            0,
-            false,
-            None,
-        );
-        std::hint::black_box(&c);
-    })
+    let t = repghost_runtime::time_sgemm(m, k, n, |f| time(runs, f));
+    2.0 * (m * k * n) as f64 / (t.median * 1e-3) / 1e9
 }

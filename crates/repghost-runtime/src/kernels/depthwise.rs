@@ -3,20 +3,23 @@
 //! AVX-512 register, two AVX2 registers) with the block's k² weight vectors held in
 //! registers while it sweeps the image.
 
-use super::View;
+use super::{check_len, View};
 use crate::act::Act;
+use crate::error::{Error, Result};
 use crate::simd::vector_dispatch;
 use crate::team::Team;
 use crate::vector::{act, Vf, F1};
 
+/// A depthwise conv whose fields agree: `k` is 3 or 5, `stride` 1 or 2, `w` holds `k² · c`
+/// and `b` holds `c` values ([`Depthwise::new`] checks them, and the kernels rely on it).
 pub struct Depthwise {
-    pub c: usize,
-    pub k: usize,
-    pub stride: usize,
+    c: usize,
+    k: usize,
+    stride: usize,
     /// `[k*k][c]`
-    pub w: Vec<f32>,
-    pub b: Vec<f32>,
-    pub act: Act,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    act: Act,
 }
 
 /// Geometry of one call: `n` input maps of `h × w`; output rows `y0..y1` are computed
@@ -43,22 +46,41 @@ impl Shape {
 }
 
 impl Depthwise {
-    /// From a PyTorch `[c, 1, k, k]` weight.
-    pub fn new(w: &[f32], c: usize, k: usize, stride: usize, b: Vec<f32>, act: Act) -> Self {
+    /// From a PyTorch `[c, 1, k, k]` weight; `k` must be 3 or 5 and `stride` 1 or 2.
+    pub fn new(w: &[f32], c: usize, k: usize, stride: usize, b: Vec<f32>, act: Act) -> Result<Self> {
+        if !(k == 3 || k == 5) || !(stride == 1 || stride == 2) || c == 0 {
+            return Err(Error::Model(format!(
+                "depthwise conv of {c} channels, {k}x{k}, stride {stride}: the runtime runs 3x3 and 5x5 kernels with stride 1 or 2"
+            )));
+        }
+        check_len("depthwise conv", "weight", w.len(), c * k * k)?;
+        check_len("depthwise conv", "bias", b.len(), c)?;
         let mut t = vec![0.0; k * k * c];
         for ch in 0..c {
             for tap in 0..k * k {
                 t[tap * c + ch] = w[ch * k * k + tap];
             }
         }
-        Depthwise {
+        Ok(Depthwise {
             c,
             k,
             stride,
             w: t,
             b,
             act,
-        }
+        })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.c
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn stride(&self) -> usize {
+        self.stride
     }
 
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
@@ -106,28 +128,36 @@ impl Depthwise {
                 let split = oh / 2;
                 t.halves(dst, split * ow * ld_dst, &|p, part| {
                     let (y0, y1) = if p == 0 { (0, split) } else { (split, oh) };
-                    dw(
-                        self,
-                        c,
-                        Shape { y0, y1, ..s },
-                        src,
-                        part,
-                        ld_dst,
-                        off_dst,
-                        accumulate,
-                    );
+                    // SAFETY: `c ≤ self.c` and the bounds of `src` and of `dst`'s rows were
+                    // checked above; `part` starts at output row `y0` and holds rows
+                    // `y0..y1` (`halves` splits `dst` at row `split`).
+                    unsafe {
+                        dw(
+                            self,
+                            c,
+                            Shape { y0, y1, ..s },
+                            src,
+                            part,
+                            ld_dst,
+                            off_dst,
+                            accumulate,
+                        )
+                    };
                 });
             }
-            _ => dw(
-                self,
-                c,
-                Shape { y0: 0, y1: oh, ..s },
-                src,
-                dst,
-                ld_dst,
-                off_dst,
-                accumulate,
-            ),
+            // SAFETY: `c ≤ self.c` and the bounds of `src` and `dst` were checked above.
+            _ => unsafe {
+                dw(
+                    self,
+                    c,
+                    Shape { y0: 0, y1: oh, ..s },
+                    src,
+                    dst,
+                    ld_dst,
+                    off_dst,
+                    accumulate,
+                )
+            },
         }
     }
 }
@@ -165,7 +195,8 @@ impl Depthwise {
             off_dst + c <= ld_dst && dst.len() >= ((s.y1 - s.y0) * ow - 1) * ld_dst + off_dst + c,
             "depthwise strip dst too small"
         );
-        dw(self, c, s, src, dst, ld_dst, off_dst, accumulate);
+        // SAFETY: the rows asked for exist, and `src` and `dst` cover them (checked above).
+        unsafe { dw(self, c, s, src, dst, ld_dst, off_dst, accumulate) };
     }
 }
 
@@ -201,10 +232,11 @@ unsafe fn by_kernel<A: Vf, B: Vf, C: Vf>(
             (5, 1) => channels::<5, 1, A, B, C>(d, c, s, src, dst, ld, off, res),
             (3, 2) => channels::<3, 2, A, B, C>(d, c, s, src, dst, ld, off, res),
             (3, 3) => channels::<3, 3, A, B, C>(d, c, s, src, dst, ld, off, res),
-            (3, _) => channels::<3, 4, A, B, C>(d, c, s, src, dst, ld, off, res),
-            (_, 2) => channels::<5, 2, A, B, C>(d, c, s, src, dst, ld, off, res),
-            (_, 3) => channels::<5, 3, A, B, C>(d, c, s, src, dst, ld, off, res),
-            (_, _) => channels::<5, 4, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (3, 4) => channels::<3, 4, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (5, 2) => channels::<5, 2, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (5, 3) => channels::<5, 3, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (5, 4) => channels::<5, 4, A, B, C>(d, c, s, src, dst, ld, off, res),
+            (k, a) => unreachable!("Depthwise::new admits no {k}x{k} kernel with activation {a}"),
         }
     }
 }
@@ -523,6 +555,28 @@ mod tests {
         out
     }
 
+    /// Only layers a kernel exists for can be built: the 1-tap depthwise layer that once ran
+    /// the 5×5 kernel over its weight is refused, and so are weights and biases of the wrong
+    /// length and strides other than 1 and 2.
+    #[test]
+    fn new_refuses_what_no_kernel_runs() {
+        let w = vec![0.5; 16 * 25];
+        for (k, stride, wlen, blen) in [
+            (1, 1, 16, 16),
+            (7, 1, 16 * 49, 16),
+            (3, 3, 144, 16),
+            (3, 1, 143, 16),
+            (5, 2, 400, 15),
+        ] {
+            let r = Depthwise::new(&w[..wlen.min(w.len())], 16, k, stride, vec![0.0; blen], Act::Relu);
+            assert!(
+                r.is_err(),
+                "k {k} stride {stride} weight {wlen} bias {blen} accepted"
+            );
+        }
+        assert!(Depthwise::new(&w[..144], 16, 3, 2, vec![0.0; 16], Act::HardSwish).is_ok());
+    }
+
     /// Every path of the kernel (sliding windows, 4/2/1-pixel tiles, clipped edges, vector
     /// tails of 8, 4 and 1 channels) against the definition, on maps from 1×1 up, with
     /// channel offsets and padded pixel strides as the executor uses them.
@@ -540,7 +594,7 @@ mod tests {
                         let n = 2;
                         let wt: Vec<f32> = (0..c * k * k).map(|_| rnd()).collect();
                         let b: Vec<f32> = (0..c).map(|_| rnd()).collect();
-                        let d = Depthwise::new(&wt, c, k, stride, b, act);
+                        let d = Depthwise::new(&wt, c, k, stride, b, act).unwrap();
                         let ld = c + 7;
                         let src: Vec<f32> = (0..n * h * w * ld).map(|_| rnd()).collect();
                         let (oh, ow) = d.out_hw(h, w);

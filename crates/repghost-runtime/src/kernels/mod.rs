@@ -9,6 +9,19 @@ pub mod pointwise;
 pub mod se;
 pub mod stem;
 
+use crate::error::{Error, Result};
+
+/// A kernel constructor's check that a weight or bias has the length its shape implies.
+pub(crate) fn check_len(layer: &str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Error::Model(format!(
+            "{layer}: {what} holds {got} values, its shape needs {want}"
+        )))
+    }
+}
+
 /// A read-only NHWC view: pixel `p`, channel `c` at `data[p * ld + off + c]`.
 #[derive(Clone, Copy)]
 pub struct View<'a> {

@@ -1,24 +1,29 @@
 //! 1×1 convolution as a GEMM (`[pixels, cin] × [cin, cout]`, the gemm crate's packed
 //! AVX-512/AVX2 kernels) followed by one fused epilogue pass: bias, activation, residual add.
 
-use super::View;
+use super::{check_len, View};
 use crate::act::Act;
+use crate::error::{Error, Result};
 use crate::simd::multiversion;
 use crate::team::Team;
 
+/// A 1×1 conv whose fields agree: `w` of `cin · cout` and `b` of `cout` values, `kernel` one
+/// that this CPU runs and `packed` / `packed_bias` packed for it ([`Pointwise::new`] and
+/// [`Pointwise::with_kernel`] establish this; the packed kernels rely on it, and
+/// [`Pointwise::rows`] checks it again where it enters them).
 pub struct Pointwise {
-    pub cin: usize,
-    pub cout: usize,
+    cin: usize,
+    cout: usize,
     /// `[cin][cout]` row-major.
-    pub w: Vec<f32>,
-    pub b: Vec<f32>,
-    pub act: Act,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    act: Act,
     /// Which GEMM runs this layer: the CPU's packed kernel, or the gemm crate.
-    pub kernel: Kernel,
+    kernel: Kernel,
     /// `w` packed for that kernel (empty for the gemm crate).
-    pub packed: Vec<f32>,
+    packed: Vec<f32>,
     /// `b` zero-padded to whole panels (the AVX2 kernel loads full registers).
-    pub packed_bias: Vec<f32>,
+    packed_bias: Vec<f32>,
 }
 
 /// The GEMM behind a 1×1 convolution.
@@ -45,7 +50,12 @@ impl Kernel {
 
 impl Pointwise {
     /// From a PyTorch `[cout, cin, 1, 1]` weight.
-    pub fn new(w: &[f32], cout: usize, cin: usize, b: Vec<f32>, act: Act) -> Self {
+    pub fn new(w: &[f32], cout: usize, cin: usize, b: Vec<f32>, act: Act) -> Result<Self> {
+        if cin == 0 || cout == 0 {
+            return Err(Error::Model(format!("1x1 conv of {cin} → {cout} channels")));
+        }
+        check_len("1x1 conv", "weight", w.len(), cout * cin)?;
+        check_len("1x1 conv", "bias", b.len(), cout)?;
         let mut t = vec![0.0; cin * cout];
         for o in 0..cout {
             for i in 0..cin {
@@ -57,7 +67,7 @@ impl Pointwise {
             crate::simd::Level::Avx2 => Kernel::Avx2,
             crate::simd::Level::Portable => Kernel::Generic,
         };
-        Pointwise {
+        Ok(Pointwise {
             cin,
             cout,
             w: t,
@@ -67,13 +77,33 @@ impl Pointwise {
             packed: Vec::new(),
             packed_bias: Vec::new(),
         }
-        .with_kernel(best)
+        .with_kernel(best))
+    }
+
+    pub fn cin(&self) -> usize {
+        self.cin
+    }
+
+    pub fn cout(&self) -> usize {
+        self.cout
+    }
+
+    /// The same layer, its own copy, on `kernel` (for comparing kernels on one layer).
+    pub fn copy_with_kernel(&self, kernel: Kernel) -> Self {
+        Pointwise {
+            w: self.w.clone(),
+            b: self.b.clone(),
+            packed: Vec::new(),
+            packed_bias: Vec::new(),
+            ..*self
+        }
+        .with_kernel(kernel)
     }
 
     /// The same layer on `kernel` (the gemm crate where this CPU lacks the kernel's
     /// instructions, or where the activation is neither ReLU nor none, which the packed
     /// kernels fuse): for comparing the kernels on one layer.
-    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+    fn with_kernel(mut self, kernel: Kernel) -> Self {
         let level = crate::simd::level();
         let usable = match kernel {
             Kernel::Avx512 => level == crate::simd::Level::Avx512,
@@ -177,14 +207,29 @@ impl Pointwise {
         let (k, n) = (self.cin, c1 - c0);
         #[cfg(target_arch = "x86_64")]
         {
+            // The packed kernels' preconditions that `run` did not check: the CPU has the
+            // kernel's instructions, the panels cover all `cout` columns, and `c0` starts one.
+            let panel = self.kernel.panel();
+            let fits = |level: crate::simd::Level, packed_bias: usize| {
+                crate::simd::level().covers(level)
+                    && self.packed.len() == self.cout.div_ceil(panel) * panel * k
+                    && self.packed_bias.len() == packed_bias
+                    && c0.is_multiple_of(panel)
+                    && c0 <= c1
+                    && c1 <= self.cout
+            };
             let a = src.data.as_ptr().wrapping_add(src.off);
             let c = dst.as_mut_ptr().wrapping_add(off_dst);
             let relu = self.act == Act::Relu;
             match self.kernel {
                 Kernel::Avx512 => {
-                    // SAFETY: AVX-512 was detected when the weights were packed; `run`
-                    // bounded every row of A and C; `packed` and `b` match k and n, and
-                    // `c0` starts a panel.
+                    assert!(
+                        fits(crate::simd::Level::Avx512, 0),
+                        "AVX-512 1x1 kernel misconfigured"
+                    );
+                    // SAFETY: the CPU has AVX-512 and `packed` holds the panels of all `k`
+                    // rows and `cout` columns, `c0` starting one (asserted above); `b` holds
+                    // `cout` values (`new`); `run` bounded every row of A and C.
                     unsafe {
                         super::gemm512::gemm(
                             m,
@@ -206,10 +251,13 @@ impl Pointwise {
                     // Whole-register stores where C's rows have room (padded pixel strides).
                     let wide = super::gemm256::spill_width(n);
                     let spill = off_dst + wide <= ld_dst && dst.len() >= (m - 1) * ld_dst + off_dst + wide;
-                    // SAFETY: AVX2 and FMA were detected when the weights were packed; `run`
-                    // bounded every row of A and C, and `spill` checked the room for whole
-                    // registers; `packed` and `packed_bias` match k and n, and `c0` starts a
-                    // panel.
+                    assert!(
+                        fits(crate::simd::Level::Avx2, self.cout.div_ceil(panel) * panel),
+                        "AVX2 1x1 kernel misconfigured"
+                    );
+                    // SAFETY: the CPU has AVX2 and FMA, `packed` and `packed_bias` hold all
+                    // panels, `c0` starting one (asserted above); `run` bounded every row of
+                    // A and C, and `spill` checked the room for whole registers.
                     unsafe {
                         super::gemm256::gemm(
                             m,

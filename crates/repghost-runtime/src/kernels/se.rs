@@ -3,23 +3,37 @@
 //! products run over output lanes (`out += x[i] * W[i, :]`), which vectorizes, rather than
 //! as dot products, whose float reductions the compiler must keep sequential.
 
+use super::check_len;
+use crate::error::Result;
 use crate::simd::{fmadd, multiversion};
 use crate::team::Team;
 
+/// Squeeze-excite weights whose lengths agree with `c` and `r` ([`Se::new`] checks them).
 pub struct Se {
-    pub c: usize,
-    pub r: usize,
+    c: usize,
+    r: usize,
     /// `[c][r]` (input-major)
-    pub w1: Vec<f32>,
-    pub b1: Vec<f32>,
+    w1: Vec<f32>,
+    b1: Vec<f32>,
     /// `[r][c]` (input-major)
-    pub w2: Vec<f32>,
-    pub b2: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
 }
 
 impl Se {
     /// From PyTorch `conv_reduce` `[r, c, 1, 1]` and `conv_expand` `[c, r, 1, 1]` weights.
-    pub fn new(reduce: &[f32], b1: Vec<f32>, expand: &[f32], b2: Vec<f32>, c: usize, r: usize) -> Self {
+    pub fn new(
+        reduce: &[f32],
+        b1: Vec<f32>,
+        expand: &[f32],
+        b2: Vec<f32>,
+        c: usize,
+        r: usize,
+    ) -> Result<Self> {
+        check_len("se.conv_reduce", "weight", reduce.len(), r * c)?;
+        check_len("se.conv_reduce", "bias", b1.len(), r)?;
+        check_len("se.conv_expand", "weight", expand.len(), c * r)?;
+        check_len("se.conv_expand", "bias", b2.len(), c)?;
         let mut w1 = vec![0.0; c * r];
         let mut w2 = vec![0.0; r * c];
         for i in 0..c {
@@ -28,7 +42,11 @@ impl Se {
                 w2[j * c + i] = expand[i * r + j];
             }
         }
-        Se { c, r, w1, b1, w2, b2 }
+        Ok(Se { c, r, w1, b1, w2, b2 })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.c
     }
 
     /// `x` holds `n` images of `hw` pixels with row stride `ld`; `scratch` ≥ `2c + r` floats.

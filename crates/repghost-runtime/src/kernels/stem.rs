@@ -1,23 +1,34 @@
 //! The stem: a dense k×k convolution with few input channels, read straight from the
 //! caller's NCHW or NHWC input (the layout change is fused in), bias and ReLU fused.
 
+use super::check_len;
+use crate::error::{Error, Result};
 use crate::simd::vector_dispatch;
 use crate::team::Team;
 use crate::vector::{Vf, F1};
 
+/// The stem conv, its fields in agreement ([`Stem::new`] checks them; the kernel relies on
+/// it): `k` odd, `stride` 1 or 2, `w` of `k² · cin · cout` and `b` of `cout` values.
 pub struct Stem {
-    pub cin: usize,
-    pub cout: usize,
-    pub k: usize,
-    pub stride: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
     /// `[k*k][cin][cout]`
-    pub w: Vec<f32>,
-    pub b: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
 }
 
 impl Stem {
     /// From a PyTorch `[cout, cin, k, k]` weight.
-    pub fn new(w: &[f32], cout: usize, cin: usize, k: usize, stride: usize, b: Vec<f32>) -> Self {
+    pub fn new(w: &[f32], cout: usize, cin: usize, k: usize, stride: usize, b: Vec<f32>) -> Result<Self> {
+        if k.is_multiple_of(2) || !(stride == 1 || stride == 2) || cin == 0 || cout == 0 {
+            return Err(Error::Model(format!(
+                "stem conv {cout}x{cin}x{k}x{k}, stride {stride}: the runtime runs odd square kernels of stride 1 or 2"
+            )));
+        }
+        check_len("conv_stem", "weight", w.len(), cout * cin * k * k)?;
+        check_len("conv_stem", "bias", b.len(), cout)?;
         let mut t = vec![0.0; k * k * cin * cout];
         for o in 0..cout {
             for i in 0..cin {
@@ -26,14 +37,22 @@ impl Stem {
                 }
             }
         }
-        Stem {
+        Ok(Stem {
             cin,
             cout,
             k,
             stride,
             w: t,
             b,
-        }
+        })
+    }
+
+    pub fn cin(&self) -> usize {
+        self.cin
+    }
+
+    pub fn cout(&self) -> usize {
+        self.cout
     }
 
     pub fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
@@ -73,10 +92,13 @@ impl Stem {
                 let split = oh / 2;
                 t.halves(dst, split * ow * ld, &|p, part| {
                     let (y0, y1) = if p == 0 { (0, split) } else { (split, oh) };
-                    stem(self, n, h, w, input, nchw, part, ld, y0, y1);
+                    // SAFETY: `input` and `dst` were bounded above; `part` starts at output
+                    // row `y0` and holds rows `y0..y1` (`halves` splits `dst` at row `split`).
+                    unsafe { stem(self, n, h, w, input, nchw, part, ld, y0, y1) };
                 });
             }
-            _ => stem(self, n, h, w, input, nchw, dst, ld, 0, oh),
+            // SAFETY: `input` and `dst` were bounded above.
+            _ => unsafe { stem(self, n, h, w, input, nchw, dst, ld, 0, oh) },
         }
     }
 }
