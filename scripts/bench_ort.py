@@ -31,7 +31,8 @@ import torch
 from safetensors.torch import save_file
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-BIN = os.path.join(ROOT, "target", "release", "repghost")
+# cargo's output directory: CARGO_TARGET_DIR where it is set (CI keeps it under the cache).
+BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "repghost")
 
 
 def cpu_name():

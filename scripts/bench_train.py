@@ -23,7 +23,8 @@ import timm
 import torch
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-BIN = os.path.join(ROOT, "target", "release", "repghost")
+# cargo's output directory: CARGO_TARGET_DIR where it is set (CI keeps it under the cache).
+BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "repghost")
 
 
 def torch_step(name, batch, size, threads, runs):

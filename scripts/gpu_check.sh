@@ -15,7 +15,7 @@
 # e.g. for a rehearsal on Mesa's software driver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/repghost
+bin=${CARGO_TARGET_DIR:-target}/release/repghost
 kit=gpu-check
 
 if [[ "${1:-}" == "--prepare" ]]; then
