@@ -11,16 +11,6 @@ pub enum Act {
 }
 
 impl Act {
-    pub fn from_name(s: &str) -> Option<Act> {
-        Some(match s {
-            "relu" => Act::Relu,
-            "relu6" => Act::Relu6,
-            "leakyrelu" => Act::LeakyRelu,
-            "hardswish" => Act::HardSwish,
-            _ => return None,
-        })
-    }
-
     /// A small integer for const-generic specialization of kernels.
     pub const fn code(self) -> u8 {
         match self {

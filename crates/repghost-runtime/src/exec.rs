@@ -10,7 +10,7 @@ use crate::kernels::depthwise::Depthwise;
 use crate::kernels::depthwise::Shape;
 use crate::kernels::pointwise::Pointwise;
 use crate::kernels::View;
-use crate::model::{Block, Ghost, Model, Shortcut, FEATURE_STAGES};
+use crate::model::{Block, Ghost, Model, Shortcut};
 use crate::profile::{timed, Profile};
 use crate::team::Team;
 
@@ -143,8 +143,7 @@ impl Model {
             let out = b.ghost2.out_channels();
             most = most.max(h * w * ld(out.max(b.ghost2.primary.cout()).max(b.ghost1.primary.cin())));
             widest = widest.max(mid).max(out);
-            if let Some(k) = FEATURE_STAGES.iter().position(|&s| self.stage_ends[s] == i) {
-                let _ = k;
+            if self.taps.contains(&i) {
                 features.push(FeatureMap {
                     n: batch,
                     h,
@@ -421,7 +420,7 @@ impl Model {
         let mut k = 0;
         for (i, b) in self.blocks.iter().enumerate() {
             (cur, h, w, ch) = block(b, ws, cur, n, h, w, ch);
-            if features && FEATURE_STAGES.iter().any(|&s| self.stage_ends[s] == i) {
+            if features && self.taps.contains(&i) {
                 let len = n * h * w * ch;
                 let (src, l) = (ws.bufs[cur].get(), ld(ch));
                 for (px, dst) in ws.features[k].data[..len].chunks_exact_mut(ch).enumerate() {

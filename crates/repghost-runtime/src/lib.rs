@@ -36,6 +36,7 @@ mod vector;
 
 pub use error::{Error, Result};
 pub use exec::{FeatureMap, Layout, Workspace, DEPTH_FIRST_MIN};
-pub use model::Model;
+pub use model::{Model, Tensors};
 pub use profile::{time_sgemm, PointwiseTiming, Profile};
+pub use repghost_plan::Plan;
 pub use simd::{level as simd_level, Level as SimdLevel};

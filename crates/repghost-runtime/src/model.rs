@@ -1,12 +1,14 @@
-//! The deploy-form network as this engine holds it, built from native deploy safetensors
-//! (as written by `repghost convert`). The structure is read from the tensor names and
-//! shapes: a bottleneck is strided exactly when it has a `conv_dw`, has SE when it has
-//! `se.*`, and projects its shortcut when it has `shortcut.*`.
+//! The deploy-form network as this engine holds it. Its structure comes from the
+//! [`Plan`] of the configuration stored with the weights (`repghost convert` writes it), never
+//! from the tensor names: every layer's tensors are looked up under the plan's keys and must
+//! have the plan's shapes, and a tensor no layer reads is refused.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
+use repghost_plan::plan::{self, Act as PlanAct};
+use repghost_plan::{Activation, NetConfig, Plan};
 use safetensors::SafeTensors;
 
 use crate::act::Act;
@@ -65,96 +67,156 @@ pub struct Model {
     pub(crate) num_classes: usize,
     pub(crate) stem: Stem,
     pub(crate) blocks: Vec<Block>,
-    /// Index of the last block of each stage.
-    pub(crate) stage_ends: Vec<usize>,
+    /// Blocks whose outputs are the stride-8, -16 and -32 feature maps.
+    pub(crate) taps: [usize; 3],
     pub(crate) final_conv: Pointwise,
     pub(crate) conv_head: Pointwise,
     pub(crate) classifier: Pointwise,
 }
 
-/// Stages whose outputs are the stride-8, -16 and -32 maps (timm `feature_info`).
-pub(crate) const FEATURE_STAGES: [usize; 3] = [3, 5, 7];
-
-/// Stages of bottlenecks (`blocks.0` to `blocks.8`; `blocks.9` is the final conv).
-const STAGES: usize = 9;
-
-/// The file's tensors, and the names the loader has read (every tensor must be read: one that
-/// is not belongs to a structure this engine does not know).
-struct Tensors<'a> {
-    st: SafeTensors<'a>,
-    used: RefCell<BTreeSet<String>>,
+/// Where [`Model::from_plan`] finds the deploy-form tensors.
+pub trait Tensors {
+    /// The shape and values stored under `key`; `Ok(None)` where there is no such tensor.
+    fn get(&self, key: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
+    /// Every key held, so that tensors no layer reads can be refused.
+    fn keys(&self) -> Vec<String>;
 }
 
-impl Tensors<'_> {
-    fn has(&self, k: &str) -> bool {
-        self.st.tensor(k).is_ok()
-    }
-    fn get(&self, k: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-        self.used.borrow_mut().insert(k.to_string());
-        let v = self
-            .st
-            .tensor(k)
-            .map_err(|_| Error::Model(format!("missing tensor '{k}'")))?;
+impl Tensors for SafeTensors<'_> {
+    fn get(&self, key: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let Ok(v) = self.tensor(key) else {
+            return Ok(None);
+        };
         if v.dtype() != safetensors::Dtype::F32 {
             return Err(Error::Model(format!(
-                "tensor '{k}' is {:?}, expected F32",
+                "tensor '{key}' is {:?}, expected F32",
                 v.dtype()
             )));
         }
-        let data: Vec<f32> = v
+        let data = v
             .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        Ok(Some((v.shape().to_vec(), data)))
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.names().into_iter().map(str::to_string).collect()
+    }
+}
+
+/// The source's tensors as the plan asks for them, and the keys it has asked for.
+struct Reader<'a> {
+    src: &'a dyn Tensors,
+    used: RefCell<BTreeSet<String>>,
+}
+
+impl Reader<'_> {
+    /// The tensor under `key`, which must have `shape` and finite values.
+    fn get(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.used.borrow_mut().insert(key.to_string());
+        let (got, data) = self
+            .src
+            .get(key)?
+            .ok_or_else(|| Error::Model(format!("missing tensor '{key}' {shape:?}")))?;
+        if got != shape {
+            return Err(Error::Model(format!(
+                "tensor '{key}' is {got:?}, the model needs {shape:?}"
+            )));
+        }
         if data.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Model(format!("tensor '{k}' holds NaN or infinite values")));
-        }
-        Ok((data, v.shape().to_vec()))
-    }
-    /// A conv weight `[o, i, k, k]` and its bias `[o]`.
-    fn conv(&self, prefix: &str) -> Result<(Vec<f32>, [usize; 4], Vec<f32>)> {
-        let (w, s) = self.get(&format!("{prefix}.weight"))?;
-        let shape: [usize; 4] = s
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Model(format!("'{prefix}.weight' is not 4-d: {s:?}")))?;
-        let (b, bs) = self.get(&format!("{prefix}.bias"))?;
-        if bs != [shape[0]] || shape[2] != shape[3] {
             return Err(Error::Model(format!(
-                "'{prefix}' has weight {s:?} and bias {bs:?}"
+                "tensor '{key}' holds NaN or infinite values"
             )));
         }
-        Ok((w, shape, b))
+        Ok(data)
     }
-    fn pointwise(&self, prefix: &str, act: Act) -> Result<Pointwise> {
-        let (w, s, b) = self.conv(prefix)?;
-        if s[2] != 1 {
-            return Err(Error::Model(format!("'{prefix}' should be 1x1, is {s:?}")));
-        }
-        Pointwise::new(&w, s[0], s[1], b, act).map_err(|e| in_layer(prefix, e))
+
+    /// A deploy-form conv: `{key}.weight` and `{key}.bias`.
+    fn conv(&self, c: &plan::Conv) -> Result<(Vec<f32>, Vec<f32>)> {
+        let w = self.get(&format!("{}.weight", c.key), &c.weight_shape())?;
+        let b = self.get(&format!("{}.bias", c.key), &[c.cout])?;
+        Ok((w, b))
     }
-    fn depthwise(&self, prefix: &str, stride: usize, act: Act) -> Result<Depthwise> {
-        let (w, s, b) = self.conv(prefix)?;
-        if s[1] != 1 || !(s[2] == 3 || s[2] == 5) {
-            return Err(Error::Model(format!(
-                "'{prefix}' should be depthwise 3x3 or 5x5, is {s:?}"
-            )));
+
+    fn pointwise(&self, c: &plan::Conv) -> Result<Pointwise> {
+        if c.k != 1 || c.stride != 1 || c.groups != 1 {
+            return Err(Error::Model(format!("'{}' is not a 1x1 conv", c.key)));
         }
-        Depthwise::new(&w, s[0], s[2], stride, b, act).map_err(|e| in_layer(prefix, e))
+        let (w, b) = self.conv(c)?;
+        Pointwise::new(&w, c.cout, c.cin, b, act(c.act)).map_err(|e| in_layer(&c.key, e))
+    }
+
+    fn depthwise(&self, c: &plan::Conv) -> Result<Depthwise> {
+        if c.groups != c.cin || c.cin != c.cout {
+            return Err(Error::Model(format!("'{}' is not a depthwise conv", c.key)));
+        }
+        let (w, b) = self.conv(c)?;
+        Depthwise::new(&w, c.cout, c.k, c.stride, b, act(c.act)).map_err(|e| in_layer(&c.key, e))
+    }
+
+    fn ghost(&self, g: &plan::Ghost) -> Result<Ghost> {
+        Ok(Ghost {
+            primary: self.pointwise(&g.primary)?,
+            cheap: self.depthwise(&g.cheap)?,
+            concat: g.concat.then_some(g.out),
+        })
+    }
+
+    fn block(&self, b: &plan::Block) -> Result<Block> {
+        let se = match &b.se {
+            Some(se) => {
+                let (w1, b1) = self.conv(&se.reduce)?;
+                let (w2, b2) = self.conv(&se.expand)?;
+                let (c, r) = (se.reduce.cin, se.reduce.cout);
+                if se.expand.cin != r || se.expand.cout != c {
+                    return Err(Error::Model(format!(
+                        "'{}.se' convs do not fit each other",
+                        b.key
+                    )));
+                }
+                Some(Se::new(&w1, b1, &w2, b2, c, r).map_err(|e| in_layer(&format!("{}.se", b.key), e))?)
+            }
+            None => None,
+        };
+        Ok(Block {
+            ghost1: self.ghost(&b.ghost1)?,
+            dw: b.conv_dw.as_ref().map(|c| self.depthwise(c)).transpose()?,
+            se,
+            ghost2: self.ghost(&b.ghost2)?,
+            shortcut: match &b.shortcut {
+                plan::Shortcut::None => Shortcut::None,
+                plan::Shortcut::Identity => Shortcut::Identity,
+                plan::Shortcut::Projection { dw, pw } => Shortcut::Proj {
+                    dw: self.depthwise(dw)?,
+                    pw: self.pointwise(pw)?,
+                },
+            },
+        })
     }
 
     /// The names no layer read, for the error that reports them.
     fn unused(&self) -> Vec<String> {
         let used = self.used.borrow();
         let mut names: Vec<String> = self
-            .st
-            .names()
+            .src
+            .keys()
             .into_iter()
-            .filter(|n| !used.contains(*n))
-            .map(|n| n.to_string())
+            .filter(|n| !used.contains(n))
             .collect();
         names.sort();
         names
+    }
+}
+
+fn act(a: PlanAct) -> Act {
+    match a {
+        PlanAct::None => Act::None,
+        PlanAct::Relu | PlanAct::Module(Activation::Relu) => Act::Relu,
+        PlanAct::Module(Activation::Relu6) => Act::Relu6,
+        PlanAct::Module(Activation::LeakyRelu) => Act::LeakyRelu,
+        PlanAct::Module(Activation::HardSwish) => Act::HardSwish,
     }
 }
 
@@ -187,6 +249,8 @@ impl Model {
         })
     }
 
+    /// From the bytes of a native deploy-form safetensors file: the configuration in its
+    /// metadata gives the plan, the tensors fill it.
     pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
         let bad = |m: String| Error::Model(m);
         let (_, header) =
@@ -203,147 +267,65 @@ impl Model {
                 meta.get("form").map_or("unknown", String::as_str)
             )));
         }
-        let cfg: serde_json::Value = serde_json::from_str(meta.get("config").map_or("{}", String::as_str))
-            .map_err(|e| bad(format!("metadata 'config' is not JSON ({e})")))?;
-        let ghostnet = cfg["arch"].as_str() == Some("ghost");
-        let act = Act::from_name(cfg["act"].as_str().unwrap_or("relu"))
-            .ok_or_else(|| bad(format!("unknown activation {}", cfg["act"])))?;
-        let shortcut = cfg["shortcut"].as_bool().unwrap_or(true);
-        let stem_stride = cfg["stem_stride"].as_u64().unwrap_or(2) as usize;
+        let config = meta
+            .get("config")
+            .ok_or_else(|| bad("metadata lacks 'config'".into()))?;
+        let cfg: NetConfig = serde_json::from_str(config)
+            .map_err(|e| bad(format!("metadata 'config' is not a network configuration ({e})")))?;
+        check_config(&cfg)?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-        let t = Tensors {
-            st,
+        let name = meta.get("model").map_or("", String::as_str);
+        Model::from_plan(&Plan::new(&cfg), name, &st)
+    }
+
+    /// The network `plan` describes, its deploy-form tensors read from `tensors`: each must
+    /// have the plan's shape, and every tensor must belong to a layer.
+    pub fn from_plan(plan: &Plan, name: &str, tensors: &dyn Tensors) -> Result<Model> {
+        let t = Reader {
+            src: tensors,
             used: RefCell::default(),
         };
-
-        let (w, s, b) = t.conv("conv_stem")?;
-        let stem = Stem::new(&w, s[0], s[1], s[2], stem_stride, b).map_err(|e| in_layer("conv_stem", e))?;
-        let mut blocks = Vec::new();
-        let mut stage_ends = Vec::new();
-        let mut stage = 0;
-        while t.has(&format!("blocks.{stage}.0.ghost1.primary_conv.0.weight")) {
-            let mut j = 0;
-            loop {
-                let p = format!("blocks.{stage}.{j}");
-                if !t.has(&format!("{p}.ghost1.primary_conv.0.weight")) {
-                    break;
-                }
-                blocks.push(Self::block(&t, &p, act, ghostnet, shortcut)?);
-                j += 1;
-            }
-            stage_ends.push(blocks.len() - 1);
-            stage += 1;
-        }
-        if blocks.is_empty() {
-            return Err(bad("no blocks.*: not a RepGhostNet or GhostNet".into()));
-        }
-        if stage_ends.len() != STAGES {
-            return Err(bad(format!(
-                "{} stages of bottlenecks (blocks.0 to blocks.{}); RepGhostNet and GhostNet have {STAGES}",
-                stage_ends.len(),
-                stage_ends.len() - 1
-            )));
-        }
-        let final_conv = t.pointwise(&format!("blocks.{stage}.0.conv"), Act::Relu)?;
-        let conv_head = t.pointwise("conv_head", Act::Relu)?;
-        let (cw, cs) = t.get("classifier.weight")?;
-        let (cb, _) = t.get("classifier.bias")?;
-        if cs.len() != 2 || cs[1] != conv_head.cout() || cb.len() != cs[0] {
-            return Err(bad(format!(
-                "classifier.weight {cs:?} does not fit conv_head ({})",
-                conv_head.cout()
-            )));
-        }
+        let s = &plan.stem;
+        let (w, b) = t.conv(s)?;
+        let stem = Stem::new(&w, s.cout, s.cin, s.k, s.stride, b).map_err(|e| in_layer(&s.key, e))?;
+        let blocks = plan
+            .blocks
+            .iter()
+            .map(|b| t.block(b))
+            .collect::<Result<Vec<_>>>()?;
+        let final_conv = t.pointwise(&plan.final_conv)?;
+        let conv_head = t.pointwise(&plan.conv_head)?;
+        let c = &plan.classifier;
+        let cw = t.get(&format!("{}.weight", c.key), &[c.cout, c.cin])?;
+        let cb = t.get(&format!("{}.bias", c.key), &[c.cout])?;
         let classifier =
-            Pointwise::new(&cw, cs[0], cs[1], cb, Act::None).map_err(|e| in_layer("classifier", e))?;
+            Pointwise::new(&cw, c.cout, c.cin, cb, Act::None).map_err(|e| in_layer(&c.key, e))?;
         let unused = t.unused();
         if !unused.is_empty() {
-            return Err(bad(format!(
-                "{} tensor(s) that no layer of a RepGhostNet or GhostNet reads: {}",
+            return Err(Error::Model(format!(
+                "{} tensor(s) that no layer of {} reads: {}",
                 unused.len(),
+                if name.is_empty() { "the model" } else { name },
                 few(&unused)
             )));
         }
+        let taps = plan.taps.map(|tap| tap.block);
+        if taps.iter().any(|&i| i >= blocks.len()) {
+            return Err(Error::Model("a feature tap names a block the plan lacks".into()));
+        }
         let m = Model {
-            name: meta.get("model").cloned().unwrap_or_default(),
+            name: name.to_string(),
             in_chans: stem.cin(),
-            num_classes: cs[0],
+            num_classes: c.cout,
             stem,
             blocks,
-            stage_ends,
+            taps,
             final_conv,
             conv_head,
             classifier,
         };
         m.check_channels()?;
         Ok(m)
-    }
-
-    fn ghost(t: &Tensors, p: &str, act: Act, concat: Option<usize>) -> Result<Ghost> {
-        Ok(Ghost {
-            primary: t.pointwise(&format!("{p}.primary_conv.0"), act)?,
-            cheap: t.depthwise(&format!("{p}.cheap_operation"), 1, act)?,
-            concat,
-        })
-    }
-
-    fn block(t: &Tensors, p: &str, act: Act, ghostnet: bool, shortcut: bool) -> Result<Block> {
-        let has_dw = t.has(&format!("{p}.conv_dw.weight"));
-        let stride = if has_dw { 2 } else { 1 };
-        let proj = t.has(&format!("{p}.shortcut.0.weight"));
-        // GhostNet's module width is what the next layer reads (make_divisible keeps it even).
-        let g1_out = if ghostnet {
-            let (_, s) = t.get(&format!("{p}.ghost2.primary_conv.0.weight"))?;
-            Some(
-                *s.get(1)
-                    .ok_or_else(|| Error::Model(format!("'{p}.ghost2.primary_conv.0.weight' is {s:?}")))?,
-            )
-        } else {
-            None
-        };
-        let ghost1 = Self::ghost(t, &format!("{p}.ghost1"), act, g1_out)?;
-        let g2_out = if ghostnet {
-            Some(if proj {
-                t.get(&format!("{p}.shortcut.2.weight"))?.1[0]
-            } else {
-                ghost1.primary.cin()
-            })
-        } else {
-            None
-        };
-        let ghost2 = Self::ghost(t, &format!("{p}.ghost2"), Act::None, g2_out)?;
-        let dw = if has_dw {
-            Some(t.depthwise(&format!("{p}.conv_dw"), 2, Act::None)?)
-        } else {
-            None
-        };
-        let se = if t.has(&format!("{p}.se.conv_reduce.weight")) {
-            let (w1, s1, b1) = t.conv(&format!("{p}.se.conv_reduce"))?;
-            let (w2, s2, b2) = t.conv(&format!("{p}.se.conv_expand"))?;
-            if s2[0] != s1[1] || s2[1] != s1[0] {
-                return Err(Error::Model(format!("'{p}.se' convs do not fit each other")));
-            }
-            Some(Se::new(&w1, b1, &w2, b2, s1[1], s1[0]).map_err(|e| in_layer(&format!("{p}.se"), e))?)
-        } else {
-            None
-        };
-        let shortcut = if proj {
-            Shortcut::Proj {
-                dw: t.depthwise(&format!("{p}.shortcut.0"), stride, Act::None)?,
-                pw: t.pointwise(&format!("{p}.shortcut.2"), Act::None)?,
-            }
-        } else if shortcut {
-            Shortcut::Identity
-        } else {
-            Shortcut::None
-        };
-        Ok(Block {
-            ghost1,
-            dw,
-            se,
-            ghost2,
-            shortcut,
-        })
     }
 
     /// Every layer reads the channels its predecessor writes, and the strided blocks sit
@@ -409,5 +391,24 @@ impl Model {
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Model({})", self.summary())
+    }
+}
+
+/// A configuration whose plan this engine can hold: the checks come before any plan is made,
+/// so that absurd numbers in a file's metadata cannot reach the arithmetic of the plan.
+fn check_config(cfg: &NetConfig) -> Result<()> {
+    let fits = cfg.width.is_finite()
+        && cfg.width > 0.0
+        && cfg.width <= 8.0
+        && (1..=64).contains(&cfg.in_chans)
+        && (1..=1 << 20).contains(&cfg.num_classes)
+        && (cfg.stem_stride == 1 || cfg.stem_stride == 2);
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::Model(format!(
+            "metadata 'config' describes no network this engine runs (width {}, {} input channels, {} classes, stem stride {})",
+            cfg.width, cfg.in_chans, cfg.num_classes, cfg.stem_stride
+        )))
     }
 }

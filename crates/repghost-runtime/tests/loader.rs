@@ -1,6 +1,7 @@
-//! The loader refuses what it cannot run with one line naming what is wrong, before anything
-//! is planned: a net of the wrong stage count, tensors no layer reads, kernels of a shape the
-//! runtime has none for.
+//! The loader builds the network from the plan of the configuration in the file's metadata
+//! and refuses, with one line naming what is wrong, a file whose tensors do not fill that
+//! plan: missing stages, tensors no layer reads, kernels of another shape, a configuration
+//! that describes no network.
 
 use repghost::random::calibrated;
 use repghost::variants::resolve;
@@ -53,7 +54,7 @@ fn the_unaltered_file_loads() {
 #[test]
 fn five_stages_and_a_final_conv_are_refused() {
     // Stages 5–8 dropped and the final conv renamed into their place: every shape still fits
-    // its neighbour, but the feature taps (stages 3, 5, 7) do not exist.
+    // its neighbour, but the plan of the stored configuration has nine stages.
     let (sd, meta) = deploy("repghostnet_050");
     let cut: StateDict = sd
         .into_iter()
@@ -65,7 +66,10 @@ fn five_stages_and_a_final_conv_are_refused() {
         .map(|(k, t)| (k.replace("blocks.9.", "blocks.5."), t))
         .collect();
     let msg = refused(&cut, &meta);
-    assert!(msg.contains("5 stages"), "{msg}");
+    assert!(
+        msg.contains("missing tensor 'blocks.5.0.ghost1.primary_conv.0.weight'"),
+        "{msg}"
+    );
     // Tensors no layer reads are named, a few of them, with the count.
     let (mut sd, meta) = deploy("repghostnet_050");
     for i in 0..5 {
@@ -90,7 +94,8 @@ fn kernels_the_runtime_lacks_are_refused() {
     sd.insert(key.into(), t);
     let msg = refused(&sd, &meta);
     assert!(
-        msg.contains("blocks.0.0.ghost1.cheap_operation") && msg.contains("3x3"),
+        msg.contains("'blocks.0.0.ghost1.cheap_operation.weight' is [4, 1, 1, 1]")
+            && msg.contains("needs [4, 1, 3, 3]"),
         "{msg}"
     );
 
@@ -101,7 +106,30 @@ fn kernels_the_runtime_lacks_are_refused() {
     t.data.pop();
     t.shape = vec![t.data.len()];
     let msg = refused(&sd, &meta);
-    assert!(msg.contains("se"), "{msg}");
+    assert!(msg.contains(key), "{msg}");
+}
+
+#[test]
+fn a_configuration_that_describes_no_network_is_refused() {
+    let (sd, meta) = deploy("repghostnet_050");
+    for (cfg, what) in [
+        (meta.config.clone().with_stem_stride(3), "stem stride 3"),
+        (meta.config.clone().with_in_chans(0), "0 input channels"),
+    ] {
+        let m = Meta {
+            config: cfg,
+            ..meta.clone()
+        };
+        let msg = refused(&sd, &m);
+        assert!(msg.contains(what), "{msg}");
+    }
+    // Another width: the plan asks for other shapes.
+    let m = Meta {
+        config: meta.config.clone().with_num_classes(12),
+        ..meta
+    };
+    let msg = refused(&sd, &m);
+    assert!(msg.contains("classifier"), "{msg}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use repghost_runtime::{Layout, Model};
 fn deploy(name: &str, seed: u64) -> (BurnModel, Model) {
     let cfg = resolve(name).unwrap().1.config(10);
     let burn = calibrated(&cfg, seed, 64).reparameterize();
-    let rt = repghost::engine::to_runtime(&burn, Form::Deploy, name, None).unwrap();
+    let rt = repghost::engine::to_runtime(&burn, Form::Deploy, name).unwrap();
     (burn, rt)
 }
 

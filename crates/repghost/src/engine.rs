@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
-use repghost_data::Preprocess;
+use repghost_plan::Plan;
 
 use crate::error::Result;
 use crate::model::Model;
-use crate::weights::safetensors_io::{self, Meta};
-use crate::weights::{state_dict, Form};
+use crate::weights::{state_dict, Form, StateDict};
 
 /// Logits `[n, classes]` of an `[n, c, h, w]` batch, computed by one model.
 pub trait Logits {
@@ -77,26 +76,33 @@ fn first_device(model: &Model) -> Device {
 }
 
 /// The runtime model of an inference-form `model` (train-form weights are folded first),
-/// built in memory from the same safetensors bytes `repghost convert` would write.
-pub fn to_runtime(
-    model: &Model,
-    form: Form,
-    name: &str,
-    preprocess: Option<Preprocess>,
-) -> Result<repghost_runtime::Model> {
+/// built from the model's plan and its deploy-form tensors in memory.
+pub fn to_runtime(model: &Model, form: Form, name: &str) -> Result<repghost_runtime::Model> {
     let deploy = if form == Form::Deploy {
         model.clone()
     } else {
         model.clone().reparameterize()
     };
-    let meta = Meta {
-        model: name.to_string(),
-        config: deploy.config().clone(),
-        form: Form::Deploy,
-        preprocess,
-    };
-    let bytes = safetensors_io::to_bytes(&state_dict(&deploy, Form::Deploy), &meta)?;
-    Ok(repghost_runtime::Model::from_bytes(&bytes)?)
+    let sd = state_dict(&deploy, Form::Deploy);
+    let plan = Plan::new(deploy.config());
+    Ok(repghost_runtime::Model::from_plan(
+        &plan,
+        name,
+        &HostTensors(&sd),
+    )?)
+}
+
+/// A state dict as the runtime reads tensors.
+struct HostTensors<'a>(&'a StateDict);
+
+impl repghost_runtime::Tensors for HostTensors<'_> {
+    fn get(&self, key: &str) -> repghost_runtime::Result<Option<(Vec<usize>, Vec<f32>)>> {
+        Ok(self.0.get(key).map(|t| (t.shape.clone(), t.data.clone())))
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
 }
 
 /// The deploy runtime running one model, with the workspace of the last input shape.
@@ -108,15 +114,9 @@ pub struct RuntimeLogits {
 
 impl RuntimeLogits {
     /// [`to_runtime`], run on `threads` threads.
-    pub fn new(
-        model: &Model,
-        form: Form,
-        name: &str,
-        preprocess: Option<Preprocess>,
-        threads: usize,
-    ) -> Result<Self> {
+    pub fn new(model: &Model, form: Form, name: &str, threads: usize) -> Result<Self> {
         Ok(RuntimeLogits {
-            rt: to_runtime(model, form, name, preprocess)?,
+            rt: to_runtime(model, form, name)?,
             cache: None,
             threads: threads.max(1),
         })
@@ -146,7 +146,7 @@ impl Logits for RuntimeLogits {
 pub fn runtime_engine(name: &str, threads: usize) -> Engine {
     let name = name.to_string();
     Arc::new(move |m: &Model| {
-        let rt = RuntimeLogits::new(m, Form::Train, &name, None, threads)?;
+        let rt = RuntimeLogits::new(m, Form::Train, &name, threads)?;
         Ok(Box::new(rt) as Box<dyn Logits>)
     })
 }

@@ -25,6 +25,7 @@ pub mod variants;
 pub use config::{Activation, Arch, NetConfig};
 pub use error::{Error, Result};
 pub use net::{GhostNet, Net, RepGhostNet};
+pub use repghost_plan::{plan, Plan};
 pub mod fsutil;
 pub mod model;
 pub mod npy;

@@ -6,30 +6,8 @@ use burn::tensor::{Device, Tensor};
 use crate::config::{Arch, NetConfig};
 use crate::count::Counts;
 use crate::net::{GhostNet, RepGhostNet};
-use serde::{Deserialize, Serialize};
 
-/// Which structure a set of weights has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Form {
-    /// Every BatchNorm and fusion branch present: trainable.
-    Train,
-    /// The official `convert.py` output: fusion branches folded into the cheap ops, every
-    /// other BatchNorm kept.
-    Fused,
-    /// Every BatchNorm folded (ours): convs with bias, SE, adds, activations, classifier.
-    Deploy,
-}
-
-impl Form {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Form::Train => "train",
-            Form::Fused => "fused",
-            Form::Deploy => "deploy",
-        }
-    }
-}
+pub use repghost_plan::Form;
 
 #[derive(Debug, Clone)]
 pub enum Model {

@@ -120,7 +120,7 @@ pub fn run(args: Args) -> Result<()> {
         return layers(&args, &models);
     }
     for (name, deploy, train) in &models {
-        let rt = to_runtime(deploy, Form::Deploy, name, None)?;
+        let rt = to_runtime(deploy, Form::Deploy, name)?;
         let cin = deploy.config().in_chans;
         for &batch in &args.batch {
             let shape = [batch, cin, args.size, args.size];
@@ -239,7 +239,7 @@ fn layers(args: &Args, models: &[(String, BurnModel, Option<BurnModel>)]) -> Res
         println!("{}", json!({"sgemm": [m, k, n], "gflops": peak, "simd": simd}));
     }
     for (name, deploy, _) in models {
-        let rt = to_runtime(deploy, Form::Deploy, name, None)?;
+        let rt = to_runtime(deploy, Form::Deploy, name)?;
         let rows = bench::pointwise_layers(&rt, args.size, args.runs);
         let (mut packed, mut generic, mut flop) = (0.0, 0.0, 0.0);
         for r in &rows {

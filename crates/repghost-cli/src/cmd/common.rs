@@ -119,13 +119,7 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
     let model = loaded.model.valid();
     let uses_runtime = args.engine.uses_runtime(args.device);
     let engine: Box<dyn Logits> = if uses_runtime {
-        let rt = RuntimeLogits::new(
-            &model,
-            loaded.form,
-            &loaded.name,
-            loaded.preprocess.clone(),
-            args.threads,
-        )?;
+        let rt = RuntimeLogits::new(&model, loaded.form, &loaded.name, args.threads)?;
         Box::new(rt)
     } else {
         Box::new(BurnLogits::new(&model))

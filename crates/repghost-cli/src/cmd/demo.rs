@@ -54,7 +54,7 @@ fn latencies(train: &Model, deploy: &Model, name: &str, side: usize) -> Result<[
     let x = normal_input([1, c, side, side], 3, &device);
     let a = median_ms(30, || drop(train.forward(x.clone()).into_data()));
     let b = median_ms(30, || drop(deploy.forward(x.clone()).into_data()));
-    let rt = to_runtime(deploy, Form::Deploy, name, None)?;
+    let rt = to_runtime(deploy, Form::Deploy, name)?;
     let mut ws = rt.workspace(1, side, side)?;
     let host: Vec<f32> = x
         .into_data()

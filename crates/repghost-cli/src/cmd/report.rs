@@ -43,7 +43,7 @@ fn deploy_runtime(v: &Variant) -> Result<(BurnModel, BurnModel, RtModel)> {
     let device = Device::flex();
     let train = BurnModel::new(&v.config(1000), &device).valid();
     let deploy = train.clone().reparameterize();
-    let rt = to_runtime(&deploy, Form::Deploy, v.name, None)?;
+    let rt = to_runtime(&deploy, Form::Deploy, v.name)?;
     Ok((train, deploy, rt))
 }
 

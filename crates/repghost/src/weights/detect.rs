@@ -1,10 +1,10 @@
 //! Recognising the form and variant of a bare state dict from its keys and shapes.
 
-use super::{apply::state_dict, Form, StateDict};
+use repghost_plan::Plan;
+
+use super::{Form, StateDict};
 use crate::config::{make_divisible, NetConfig};
-use crate::model::Model;
 use crate::variants::{Variant, VARIANTS};
-use burn::tensor::Device;
 
 /// Train form keeps the cheap op's BatchNorm; the official `convert.py` output folds only
 /// that branch (the stem BN stays); our deploy form keeps no BatchNorm at all.
@@ -25,26 +25,25 @@ pub fn io_of(sd: &StateDict) -> Option<(usize, usize)> {
     Some((nc, ic))
 }
 
-/// Does `sd` hold exactly the keys and shapes of `cfg` in `form`?
-pub fn fits(cfg: &NetConfig, form: Form, sd: &StateDict, device: &Device) -> bool {
-    let expected = state_dict(&Model::with_form(cfg, form, device), form);
+/// Does `sd` hold exactly the keys and shapes of `cfg` in `form` (as its plan lists them)?
+pub fn fits(cfg: &NetConfig, form: Form, sd: &StateDict) -> bool {
+    let expected = Plan::new(cfg).tensors(form);
     expected.len() == sd.len()
         && expected
             .iter()
-            .all(|(k, t)| sd.get(k).is_some_and(|s| s.shape == t.shape))
+            .all(|t| sd.get(&t.key).is_some_and(|s| s.shape == t.shape))
 }
 
 /// The named variants whose structure matches `sd`. Standard variants are preferred; the
 /// ablations (whose state dicts can equal a standard one's) only when none fits.
-pub fn candidates(sd: &StateDict, form: Form, device: &Device) -> Vec<Variant> {
+pub fn candidates(sd: &StateDict, form: Form) -> Vec<Variant> {
     let Some((nc, ic)) = io_of(sd) else {
         return Vec::new();
     };
     let stem = sd.get("conv_stem.weight").map(|t| t.shape[0]);
     let check = |v: &&Variant| {
-        // Cheap pre-filter on the stem width before building a model.
-        stem == Some(make_divisible(16.0 * v.width, 4))
-            && fits(&v.config(nc).with_in_chans(ic), form, sd, device)
+        // Cheap pre-filter on the stem width before planning the net.
+        stem == Some(make_divisible(16.0 * v.width, 4)) && fits(&v.config(nc).with_in_chans(ic), form, sd)
     };
     let standard: Vec<Variant> = VARIANTS
         .iter()

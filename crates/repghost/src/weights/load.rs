@@ -97,7 +97,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions, device: &Device
         }
         (None, Some(m)) => (m.model.clone(), m.config.clone()),
         (None, None) => {
-            let found = candidates(&sd, form, device);
+            let found = candidates(&sd, form);
             match found.as_slice() {
                 [v] => {
                     let (nc, ic) = io_of(&sd).expect("candidates imply io");
