@@ -237,6 +237,28 @@ fn bad_inputs_fail_with_one_line_and_leave_no_output() {
         1,
         &["l.npy"],
     );
+    // A flag that contradicts another is refused before anything runs or is written.
+    let logits = d.join("l.npy");
+    let saved = d.join("saved.npy");
+    assert_fails(
+        &repghost(&[
+            "predict",
+            "--weights",
+            s(&w),
+            "--input",
+            s(&input),
+            "--logits",
+            s(&logits),
+            "--save-input",
+            s(&saved),
+        ]),
+        2,
+        &["--save-input"],
+    );
+    assert!(
+        !logits.exists() && !saved.exists(),
+        "predict wrote files before refusing"
+    );
     // Usage errors exit with 2.
     let out = repghost(&["convert", "--weights", s(&w)]);
     assert_eq!(out.status.code(), Some(2));

@@ -130,6 +130,29 @@ pub fn fold_conv_bn(conv: Conv2d, bn: Option<BatchNorm>) -> Conv2d {
     conv_with(&conv, w, b)
 }
 
+/// How far the logits of `deploy` (a folded form) are from those of `train` on `x`: the
+/// largest |difference| over the largest |train logit|, NaN where either net produced a
+/// non-finite value. The check `convert --check`, the trainer and the demo make after folding.
+pub fn folding_error(train: &crate::Model, deploy: &crate::Model, x: Tensor<4>) -> crate::Result<f64> {
+    let logits = |m: &crate::Model, x: Tensor<4>| {
+        m.forward(x)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| crate::Error::Invalid(format!("reading back the logits: {e:?}")))
+    };
+    let a = logits(train, x.clone())?;
+    let b = logits(deploy, x)?;
+    if a.len() != b.len() {
+        return Err(crate::Error::Invalid(format!(
+            "the folded net gives {} logits, the train form {}",
+            b.len(),
+            a.len()
+        )));
+    }
+    Ok(crate::metrics::rel_diff(&b, &a))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

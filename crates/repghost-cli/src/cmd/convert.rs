@@ -75,25 +75,9 @@ pub fn run(args: Args) -> Result<()> {
             Distribution::Normal(0.0, 1.0),
             &device,
         );
-        let a = train
-            .forward(x.clone())
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .ok()
-            .unwrap_or_default();
-        let b = deploy
-            .forward(x)
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .ok()
-            .unwrap_or_default();
-        let max_abs = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
-        let rel = (max_abs / scale) as f64;
+        let rel = repghost::reparam::folding_error(&train, &deploy, x)?;
         println!(
-            "check: max |train - deploy| = {max_abs:.3e}, relative {rel:.3e} (tolerance {:.0e})",
+            "check: max |train - deploy| / max |train logit| = {rel:.3e} (tolerance {:.0e})",
             args.tolerance
         );
         if rel.is_nan() || rel > args.tolerance {

@@ -88,6 +88,12 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Command-line mistakes first, before any weights are read or any file is written.
+    if args.save_input.is_some() && args.input.is_some() {
+        return Err(crate::usage!(
+            "--save-input applies to images, not to an --input .npy"
+        ));
+    }
     let mut runner = common::load(&args.model)?;
     let cfg = runner.model.config().clone();
     let names = runner.class_names(args.labels.as_ref())?;
@@ -206,11 +212,6 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("wrote logits [{}, {nc}] to {}", rows.len(), out.display());
     }
     if let Some(out) = &args.save_input {
-        if args.input.is_some() {
-            return Err(crate::usage!(
-                "--save-input applies to images, not to an --input .npy"
-            ));
-        }
         npy::write(
             out,
             &npy::Array {

@@ -25,7 +25,7 @@ use crate::config::HEAD_CHANNELS;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::metrics::{rel_diff, Report};
+use crate::metrics::Report;
 use crate::model::Model;
 use crate::weights::{apply_state_dict, save, state_dict, Form};
 
@@ -566,9 +566,8 @@ impl Trainer {
                 TensorData::new(batch.inputs, batch.shape),
                 &self.device.clone().inner(),
             );
-            let a = crate::reparam::host(&train.forward(x.clone()));
-            let b = crate::reparam::host(&deploy.forward(x));
-            rel = rel.max(rel_diff(&b, &a));
+            let e = crate::reparam::folding_error(&train, &deploy, x)?;
+            rel = if e.is_nan() { e } else { rel.max(e) };
         }
         if rel.is_nan() || rel >= 1e-3 {
             return Err(Error::Invalid(format!(

@@ -98,18 +98,51 @@ pub fn apply_state_dict(model: Model, sd: &StateDict, form: Form) -> Result<Mode
     let model = model.map(&mut a);
     let unexpected: Vec<String> = sd.keys().filter(|k| !a.used.contains(*k)).cloned().collect();
     let mut problems = Vec::new();
-    if !a.missing.is_empty() {
-        problems.push(format!("missing {}", a.missing.join(", ")));
-    }
-    if !unexpected.is_empty() {
-        problems.push(format!("unexpected {}", unexpected.join(", ")));
-    }
-    if !a.misshaped.is_empty() {
-        problems.push(format!("mis-shaped {}", a.misshaped.join(", ")));
+    for (what, list) in [
+        ("missing", &a.missing),
+        ("unexpected", &unexpected),
+        ("mis-shaped", &a.misshaped),
+    ] {
+        if !list.is_empty() {
+            problems.push(format!("{what} {}", few(list)));
+        }
     }
     if problems.is_empty() {
         Ok(model)
     } else {
         Err(problems)
+    }
+}
+
+/// The first few entries of a list and how many more there are: one line stays short
+/// however many tensors a file lacks.
+fn few(list: &[String]) -> String {
+    const SHOWN: usize = 3;
+    let head = list[..list.len().min(SHOWN)].join(", ");
+    match list.len() {
+        n if n <= SHOWN => head,
+        n => format!("{head} and {} more ({n} in all)", n - SHOWN),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Arch, NetConfig};
+    use burn::tensor::Device;
+
+    #[test]
+    fn a_foreign_state_dict_is_reported_in_one_short_line() {
+        let device = Device::flex();
+        let small = Model::new(&NetConfig::new(Arch::RepGhost, 0.5), &device);
+        let large = Model::new(&NetConfig::new(Arch::Ghost, 1.0), &device);
+        let problems = apply_state_dict(small, &state_dict(&large, Form::Train), Form::Train).unwrap_err();
+        let line = problems.join("; ");
+        assert!(line.len() < 1000, "{} bytes: {line}", line.len());
+        assert!(
+            line.contains("mis-shaped conv_stem.weight") || line.contains("missing "),
+            "{line}"
+        );
+        assert!(line.contains("more ("), "{line}");
     }
 }
