@@ -34,6 +34,54 @@ fn missing_and_unexpected_keys_are_named() {
     assert!(text.contains("unexpected head.fc.bias"), "{text}");
 }
 
+/// RepGhostNet 0.5× and its "wo" ablation (no identity shortcut) have the same keys and
+/// shapes in every form but compute different functions: a file that does not say which it
+/// holds is refused with one line asking for --model, and one that records its model (the
+/// official training checkpoint's `arch`) loads as that model.
+#[test]
+fn a_state_dict_of_05x_or_its_wo_ablation_needs_a_name() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = resolve("repghostnet_050").unwrap().1.config(10);
+    for form in [Form::Train, Form::Deploy] {
+        let model = Model::with_form(&cfg, form, &device);
+        let bytes = repghost::weights::safetensors_io::to_bytes_bare(&state_dict(&model, form)).unwrap();
+        let path = dir.path().join(format!("bare_{}.safetensors", form.as_str()));
+        std::fs::write(&path, bytes).unwrap();
+        let err = weights::load(&path, &LoadOptions::default(), &device).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Ambiguous { .. }), "{text}");
+        assert!(
+            text.contains("repghostnet_050 and repghostnet_wo_0_5x")
+                && text.contains("--model")
+                && !text.contains('\n'),
+            "{text}"
+        );
+        let opts = |m: &str| LoadOptions {
+            model: Some(m.into()),
+            ema: false,
+        };
+        let wo = weights::load(&path, &opts("repghostnet_wo_0_5x"), &device).unwrap();
+        assert!(!wo.model.config().shortcut);
+        assert!(
+            weights::load(&path, &opts("repghostnet_0_5x"), &device)
+                .unwrap()
+                .model
+                .config()
+                .shortcut
+        );
+    }
+    // The official checkpoint fixture records `arch: repghostnet_0_5x`.
+    let named = weights::load(
+        &fixture("repghostnet_050.pth.tar"),
+        &LoadOptions::default(),
+        &device,
+    )
+    .unwrap();
+    assert_eq!(named.name, "repghostnet_050");
+    assert!(named.model.config().shortcut);
+}
+
 #[test]
 fn ablations_sharing_a_state_dict_are_ambiguous_without_model() {
     let device = Device::flex();

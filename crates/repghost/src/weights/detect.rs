@@ -34,8 +34,10 @@ pub fn fits(cfg: &NetConfig, form: Form, sd: &StateDict) -> bool {
             .all(|t| sd.get(&t.key).is_some_and(|s| s.shape == t.shape))
 }
 
-/// The named variants whose structure matches `sd`. Standard variants are preferred; the
-/// ablations (whose state dicts can equal a standard one's) only when none fits.
+/// The named variants whose structure matches `sd` and that compute different functions.
+/// Standard variants are preferred; an ablation whose state dict equals a standard one's is
+/// listed beside it only where it computes something else (the "wo" ablation, which has no
+/// identity shortcut), and alone only where no standard variant fits.
 pub fn candidates(sd: &StateDict, form: Form) -> Vec<Variant> {
     let Some((nc, ic)) = io_of(sd) else {
         return Vec::new();
@@ -45,19 +47,19 @@ pub fn candidates(sd: &StateDict, form: Form) -> Vec<Variant> {
         // Cheap pre-filter on the stem width before planning the net.
         stem == Some(make_divisible(16.0 * v.width, 4)) && fits(&v.config(nc).with_in_chans(ic), form, sd)
     };
-    let standard: Vec<Variant> = VARIANTS
+    let mut standard: Vec<Variant> = VARIANTS
         .iter()
         .filter(|v| !v.ablation)
         .filter(check)
         .copied()
         .collect();
-    if !standard.is_empty() {
-        return standard;
+    let ablations = VARIANTS.iter().filter(|v| v.ablation).filter(check).copied();
+    if standard.is_empty() {
+        return ablations.collect();
     }
-    VARIANTS
-        .iter()
-        .filter(|v| v.ablation)
-        .filter(check)
-        .copied()
-        .collect()
+    let differ: Vec<Variant> = ablations
+        .filter(|a| standard.iter().all(|s| s.shortcut != a.shortcut))
+        .collect();
+    standard.extend(differ);
+    standard
 }

@@ -45,9 +45,9 @@ pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions, device: &Device
     if bytes.is_empty() {
         return Err(Error::format(path, "file is empty"));
     }
-    let (raw, meta, source, has_ema) = if torch::is_zip(bytes) {
+    let (raw, meta, source, has_ema, arch) = if torch::is_zip(bytes) {
         let f = torch::read(path, bytes, opts.ema)?;
-        (f.tensors, None, f.source, f.has_ema)
+        (f.tensors, None, f.source, f.has_ema, f.arch)
     } else if bytes.len() > 8 && bytes[8] == b'{' {
         if opts.ema {
             return Err(Error::format(
@@ -56,7 +56,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions, device: &Device
             ));
         }
         let (sd, meta) = safetensors_io::read(path, bytes)?;
-        (sd, meta, "safetensors".to_string(), false)
+        (sd, meta, "safetensors".to_string(), false, None)
     } else if bytes.starts_with(&[0x80, 0x02]) {
         return Err(Error::format(
             path,
@@ -80,15 +80,20 @@ pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions, device: &Device
     }
 
     let form = meta.as_ref().map_or_else(|| form_of(&sd), |m| m.form);
-    let (name, cfg) = match (&opts.model, &meta) {
+    // The name the file records, where it records one (module prefix dropped).
+    let named = arch.as_deref().map(|a| a.rsplit('.').next().unwrap_or(a));
+    let io = || {
+        io_of(&sd).ok_or_else(|| {
+            Error::format(
+                path,
+                "no 'classifier.weight' [classes, 1280] or 'conv_stem.weight' [c, in, 3, 3]",
+            )
+        })
+    };
+    let (name, cfg) = match (opts.model.as_deref().or(named), &meta) {
         (Some(name), _) => {
             let (name, v) = resolve(name)?;
-            let (nc, ic) = io_of(&sd).ok_or_else(|| {
-                Error::format(
-                    path,
-                    "no 'classifier.weight' [classes, 1280] or 'conv_stem.weight' [c, in, 3, 3]",
-                )
-            })?;
+            let (nc, ic) = io()?;
             let mut cfg = v.config(nc).with_in_chans(ic);
             if let Some(m) = &meta {
                 cfg.stem_stride = m.config.stem_stride;
@@ -100,7 +105,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions, device: &Device
             let found = candidates(&sd, form);
             match found.as_slice() {
                 [v] => {
-                    let (nc, ic) = io_of(&sd).expect("candidates imply io");
+                    let (nc, ic) = io()?;
                     (v.name.to_string(), v.config(nc).with_in_chans(ic))
                 }
                 [] => {
@@ -117,7 +122,10 @@ pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions, device: &Device
                     let names: Vec<&str> = many.iter().map(|v| v.name).collect();
                     return Err(Error::Ambiguous {
                         path: path.into(),
-                        msg: format!("several variants fit ({}); choose with --model", names.join(", ")),
+                        msg: format!(
+                            "the tensors fit {} alike and the file does not name its model; choose with --model",
+                            names.join(" and ")
+                        ),
                     });
                 }
             }

@@ -24,6 +24,9 @@ pub struct TorchFile {
     /// Where in the file the weights came from (`state_dict_ema`, `state_dict`, top level…).
     pub source: String,
     pub has_ema: bool,
+    /// The model name a training checkpoint records (timm's saver: top-level `arch`, e.g.
+    /// `repghostnet_wo_0_5x` or `repghost.repghostnet_wo_0_5x`); read as a string only.
+    pub arch: Option<String>,
 }
 
 pub fn is_zip(head: &[u8]) -> bool {
@@ -90,8 +93,10 @@ pub fn read(path: &Path, bytes: &[u8], ema: bool) -> Result<TorchFile> {
     if tensors.is_empty() {
         return Err(fmt(format!("no float tensors found under {source}")));
     }
+    let arch = root.get("arch").and_then(Value::as_str).map(str::to_string);
     Ok(TorchFile {
         tensors,
+        arch,
         source: source.to_string(),
         has_ema,
     })
