@@ -38,5 +38,5 @@ pub use error::{Error, Result};
 pub use exec::{FeatureMap, Layout, Workspace, DEPTH_FIRST_MIN};
 pub use model::{Model, Tensors};
 pub use profile::{time_sgemm, PointwiseTiming, Profile};
-pub use repghost_plan::Plan;
+pub use repghost_plan::{NetConfig, Plan};
 pub use simd::{level as simd_level, Level as SimdLevel};
