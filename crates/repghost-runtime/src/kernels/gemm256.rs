@@ -14,6 +14,7 @@ use std::arch::x86_64::*;
 /// Columns per packed panel.
 pub const PANEL: usize = 16;
 /// Rows per tile.
+#[cfg(target_arch = "x86_64")]
 const ROWS: usize = 6;
 
 /// `w` is `[k][n]` row-major; returns `[n.div_ceil(16)][k][16]`, zero-padded.
@@ -41,6 +42,7 @@ pub fn pad_bias(b: &[f32]) -> Vec<f32> {
 /// last panel rounded up to 8 or 16 lanes. A caller whose rows have that much room passes
 /// `spill`, and the lanes past `n` receive zeros (zero weights and bias; plus what was there,
 /// with `accumulate`) instead of going through masked stores.
+#[cfg(target_arch = "x86_64")]
 pub fn spill_width(n: usize) -> usize {
     let last = n - (n.div_ceil(PANEL) - 1) * PANEL;
     n - last + if last <= 8 { 8 } else { PANEL }
@@ -89,6 +91,7 @@ pub unsafe fn gemm(
 }
 
 /// Up to this many rows, the panels are the outer loop.
+#[cfg(target_arch = "x86_64")]
 const FEW_ROWS: usize = 64;
 
 /// All `m` rows against `panels`, a row tile at a time.
@@ -130,6 +133,7 @@ unsafe fn rows(
 }
 
 /// What happens to an accumulator on its way to C.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Epilogue {
     relu: bool,
