@@ -10,4 +10,4 @@ pub mod config;
 pub mod plan;
 
 pub use config::{make_divisible, Activation, Arch, NetConfig, StageRow, HEAD_CHANNELS};
-pub use plan::{Form, Plan, TensorSpec};
+pub use plan::{Counts, Form, Plan, TensorSpec};

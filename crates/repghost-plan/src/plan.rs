@@ -425,3 +425,94 @@ impl StateDict {
         }
     }
 }
+
+/// Parameters and multiply-accumulates of conv and linear layers (the paper's Table 2
+/// convention: bias adds are not MACs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub params: u64,
+    pub macs: u64,
+}
+
+impl Counts {
+    /// Adds `conv` in its deploy form (with bias) on an `(h, w)` map; its output size.
+    fn conv(&mut self, conv: &Conv, (h, w): (usize, usize)) -> (usize, usize) {
+        let (oh, ow) = conv.out_hw(h, w);
+        let weights = conv.weight_shape().iter().product::<usize>() as u64;
+        self.params += weights + conv.cout as u64;
+        self.macs += weights * (oh * ow) as u64;
+        (oh, ow)
+    }
+}
+
+impl Plan {
+    /// Counts of the deploy form (every BatchNorm folded into a bias) on an `h × w` input.
+    pub fn deploy_counts(&self, [h, w]: [usize; 2]) -> Counts {
+        let mut c = Counts::default();
+        let mut x = c.conv(&self.stem, (h, w));
+        for b in &self.blocks {
+            let mut y = c.conv(&b.ghost1.primary, x);
+            y = c.conv(&b.ghost1.cheap, y);
+            if let Some(dw) = &b.conv_dw {
+                y = c.conv(dw, y);
+            }
+            if let Some(se) = &b.se {
+                c.conv(&se.reduce, (1, 1));
+                c.conv(&se.expand, (1, 1));
+            }
+            y = c.conv(&b.ghost2.primary, y);
+            y = c.conv(&b.ghost2.cheap, y);
+            if let Shortcut::Projection { dw, pw } = &b.shortcut {
+                let s = c.conv(dw, x);
+                c.conv(pw, s);
+            }
+            x = y;
+        }
+        c.conv(&self.final_conv, x);
+        c.conv(&self.conv_head, (1, 1));
+        c.conv(&self.classifier, (1, 1));
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deploy-form parameters and MACs at 224² against the exact reference counts of the
+    /// official models with 1000 classes (docs/reference.md; the paper's Table 2 rounds them).
+    #[test]
+    fn counts_match_the_reference_table() {
+        for (width, params, macs) in [
+            (0.5, 2_302_956u64, 43.31),
+            (1.0, 4_051_648, 142.39),
+            (2.0, 9_752_212, 515.87),
+        ] {
+            let c = Plan::new(&NetConfig::new(Arch::RepGhost, width)).deploy_counts([224, 224]);
+            assert_eq!(c.params, params, "{width}x params");
+            let m = c.macs as f64 / 1e6;
+            assert!((m - macs).abs() < 0.005, "{width}x: {m:.3} M MACs, table {macs}");
+        }
+    }
+
+    #[test]
+    fn the_1x_plan_has_the_papers_structure() {
+        let p = Plan::new(&NetConfig::new(Arch::RepGhost, 1.0));
+        assert_eq!(p.blocks.len(), 16);
+        assert_eq!(p.stage_ends, [0, 1, 2, 3, 4, 5, 10, 11, 15]);
+        let strided: Vec<usize> = (0..16).filter(|&i| p.blocks[i].stride == 2).collect();
+        assert_eq!(strided, [1, 3, 5, 11]);
+        assert!(strided.iter().all(|&i| p.blocks[i].conv_dw.is_some()));
+        let taps: Vec<(usize, usize, usize)> =
+            p.taps.iter().map(|t| (t.block, t.channels, t.stride)).collect();
+        assert_eq!(taps, [(3, 40, 8), (5, 80, 16), (11, 160, 32)]);
+        assert_eq!(p.blocks[0].key, "blocks.0.0");
+        assert!(matches!(p.blocks[0].shortcut, Shortcut::Identity));
+        let wo = Plan::new(&NetConfig::new(Arch::RepGhost, 1.0).with_shortcut(false));
+        assert!(matches!(wo.blocks[0].shortcut, Shortcut::None));
+        // GhostNet keeps half of each module's output in its primary conv.
+        let g = Plan::new(&NetConfig::new(Arch::Ghost, 1.0));
+        assert_eq!((g.blocks[0].ghost1.primary.cout, g.blocks[0].ghost1.out), (8, 16));
+        assert!(g.blocks[0].ghost1.concat && g.blocks[0].ghost1.fusion_bn.is_none());
+    }
+}

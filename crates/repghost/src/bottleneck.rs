@@ -8,7 +8,6 @@ use burn::nn::BatchNorm;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{NetConfig, StageRow};
-use crate::count::Counts;
 use crate::ghost_module::GhostLayer;
 use crate::layers::{bn, conv2d, SqueezeExcite};
 use crate::ops;
@@ -118,21 +117,5 @@ impl<G: GhostLayer> Bottleneck<G> {
             ghost2: self.ghost2.fuse_branches(),
             ..self
         }
-    }
-
-    pub fn count(&self, counts: &mut Counts, hw: [usize; 2]) -> [usize; 2] {
-        let mut out = self.ghost1.count(counts, hw);
-        if let Some(conv) = &self.conv_dw {
-            out = counts.conv(conv, out);
-        }
-        if let Some(se) = &self.se {
-            se.count(counts);
-        }
-        out = self.ghost2.count(counts, out);
-        if let Some(sc) = &self.shortcut {
-            let h = counts.conv(&sc.conv_dw, hw);
-            counts.conv(&sc.conv_pw, h);
-        }
-        out
     }
 }

@@ -9,7 +9,6 @@ use burn::nn::BatchNorm;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{Activation, NetConfig};
-use crate::count::Counts;
 use crate::layers::{activate, bn, ConvBn};
 use crate::ops;
 use crate::reparam::{conv_with, fold_bn, host64, identity_dw_kernel, BnParams};
@@ -28,7 +27,6 @@ pub trait GhostLayer: Module + Sized {
     fn fuse_branches(self) -> Self {
         self
     }
-    fn count(&self, counts: &mut Counts, hw: [usize; 2]) -> [usize; 2];
 }
 
 #[derive(Module, Debug)]
@@ -111,10 +109,5 @@ impl GhostLayer for RepGhostModule {
             fusion_identity: false,
             act: self.act,
         }
-    }
-
-    fn count(&self, counts: &mut Counts, hw: [usize; 2]) -> [usize; 2] {
-        let hw = counts.conv(&self.primary_conv.conv, hw);
-        counts.conv(&self.cheap_operation.conv, hw)
     }
 }

@@ -6,7 +6,6 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{Activation, NetConfig};
-use crate::count::Counts;
 use crate::ghost_module::GhostLayer;
 use crate::layers::{activate, ConvBn};
 
@@ -55,10 +54,5 @@ impl GhostLayer for GhostModule {
             cheap_operation: self.cheap_operation.reparameterize(),
             ..self
         }
-    }
-
-    fn count(&self, counts: &mut Counts, hw: [usize; 2]) -> [usize; 2] {
-        let hw = counts.conv(&self.primary_conv.conv, hw);
-        counts.conv(&self.cheap_operation.conv, hw)
     }
 }

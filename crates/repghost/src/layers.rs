@@ -8,7 +8,6 @@ use burn::tensor::activation::{hard_sigmoid, hard_swish, leaky_relu, relu};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{make_divisible, Activation};
-use crate::count::Counts;
 use crate::ops;
 use crate::reparam::fold_conv_bn;
 
@@ -138,11 +137,6 @@ impl SqueezeExcite {
         let s = relu(ops::conv(&self.conv_reduce, s));
         let s = hard_sigmoid(ops::conv(&self.conv_expand, s), 1.0 / 6.0, 0.5);
         x * s
-    }
-
-    pub(crate) fn count(&self, counts: &mut Counts) {
-        counts.conv(&self.conv_reduce, [1, 1]);
-        counts.conv(&self.conv_expand, [1, 1]);
     }
 }
 

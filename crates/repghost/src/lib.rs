@@ -8,7 +8,6 @@ pub mod bench;
 mod bnorm;
 pub mod bottleneck;
 pub mod config;
-pub mod count;
 mod dwconv;
 pub mod engine;
 pub mod error;

@@ -4,8 +4,8 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{Arch, NetConfig};
-use crate::count::Counts;
 use crate::net::{GhostNet, RepGhostNet};
+use repghost_plan::{Counts, Plan};
 
 pub use repghost_plan::Form;
 
@@ -91,8 +91,9 @@ impl Model {
         each_into!(self, m => m.fuse_branches())
     }
 
+    /// Parameters and MACs of this network's deploy form on an `hw` input (its plan's).
     pub fn count(&self, hw: [usize; 2]) -> Counts {
-        each!(self, m => m.count(hw))
+        Plan::new(self.config()).deploy_counts(hw)
     }
 
     /// The inference module (BatchNorm on running statistics, no dropout).

@@ -10,7 +10,6 @@ use burn::tensor::{Device, Tensor};
 
 use crate::bottleneck::Bottleneck;
 use crate::config::{NetConfig, HEAD_CHANNELS};
-use crate::count::Counts;
 use crate::ghost_module::GhostLayer;
 use crate::layers::{bn, conv2d, Classifier, ConvBnAct};
 use crate::ops;
@@ -180,21 +179,6 @@ impl<G: GhostLayer> Net<G> {
                 .collect(),
             ..self
         }
-    }
-
-    /// Parameters and MACs of conv and linear layers at `[H, W]` input.
-    pub fn count(&self, hw: [usize; 2]) -> Counts {
-        let mut c = Counts::default();
-        let mut x = c.conv(&self.conv_stem, hw);
-        for stage in &self.blocks {
-            for block in stage {
-                x = block.count(&mut c, x);
-            }
-        }
-        c.conv(&self.final_conv.conv, x);
-        c.conv(&self.conv_head, [1, 1]);
-        c.linear(self.classifier.weight.dims());
-        c
     }
 }
 

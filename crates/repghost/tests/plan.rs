@@ -1,6 +1,7 @@
 //! The plan (`repghost-plan`, no burn) and the burn modules describe one network: for every
 //! named variant, in every form, the plan lists exactly the keys and shapes of the burn
-//! model's state dict, and its feature taps are the model's `feature_info`.
+//! model's state dict, its feature taps are the model's `feature_info`, and its deploy-form
+//! parameter count is the folded burn model's.
 
 use burn::tensor::Device;
 use repghost::config::{Arch, NetConfig};
@@ -59,5 +60,14 @@ fn the_plan_lists_the_burn_models_tensors_in_every_form() {
         let model = Model::new(&cfg, &device);
         let taps: Vec<(usize, usize)> = plan.taps.iter().map(|t| (t.channels, t.stride)).collect();
         assert_eq!(taps, model.feature_info(), "{name}: feature taps");
+        // The deploy form holds convs, biases and the classifier only: its state dict's size
+        // is the parameter count (MACs are checked against the paper in tests/counts.rs).
+        let deploy = state_dict(&model.reparameterize(), Form::Deploy);
+        let stored: usize = deploy.values().map(|t| t.data.len()).sum();
+        assert_eq!(
+            plan.deploy_counts([224, 224]).params,
+            stored as u64,
+            "{name}: parameters"
+        );
     }
 }

@@ -1,9 +1,8 @@
-//! `repghost info`: the paper's model table, computed from the deploy form.
+//! `repghost info`: the paper's model table, computed from each variant's plan (deploy form).
 
 use anyhow::Result;
-use burn::tensor::Device;
 use repghost::variants::{resolve, Variant, VARIANTS};
-use repghost::Model;
+use repghost::Plan;
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -34,13 +33,12 @@ pub fn run(args: Args) -> Result<()> {
         Some(m) => vec![resolve(m)?],
         None => VARIANTS.iter().map(|v| (v.name.to_string(), *v)).collect(),
     };
-    let device = Device::flex();
     let rows: Vec<serde_json::Value> = list
         .iter()
         .map(|(name, v)| {
             let cfg = v.config(args.num_classes);
-            let deploy = Model::new(&cfg, &device).reparameterize();
-            let c = deploy.count([args.size, args.size]);
+            let plan = Plan::new(&cfg);
+            let c = plan.deploy_counts([args.size, args.size]);
             json!({
                 "model": name,
                 "alias": v.alias,
@@ -49,7 +47,7 @@ pub fn run(args: Args) -> Result<()> {
                 "params": c.params,
                 "macs": c.macs,
                 "imagenet_top1": v.imagenet_top1(),
-                "features": deploy.feature_info().iter().map(|(c, s)| json!({"channels": c, "stride": s})).collect::<Vec<_>>(),
+                "features": plan.taps.iter().map(|t| json!({"channels": t.channels, "stride": t.stride})).collect::<Vec<_>>(),
             })
         })
         .collect();
