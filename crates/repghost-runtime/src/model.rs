@@ -38,6 +38,7 @@ impl Ghost {
         let init = self.primary.cout();
         self.primary.cin() == cin
             && self.cheap.channels() == init
+            && self.cheap.stride() == 1
             && self.concat.is_none_or(|out| out >= init && out - init <= init)
     }
 }
@@ -350,6 +351,9 @@ impl Model {
             match &b.shortcut {
                 Shortcut::Proj { dw, pw } if dw.channels() != ch || pw.cin() != ch || pw.cout() != out => {
                     return err("shortcut")
+                }
+                Shortcut::Proj { dw, .. } if dw.stride() != b.dw.as_ref().map_or(1, |d| d.stride()) => {
+                    return err("shortcut stride")
                 }
                 Shortcut::Identity if out != ch || b.dw.is_some() => return err("identity shortcut"),
                 _ => {}

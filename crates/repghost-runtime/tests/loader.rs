@@ -154,3 +154,26 @@ fn other_forms_and_foreign_files_are_refused() {
         "{err}"
     );
 }
+
+/// A plan built by hand must still be one the engine can run: strides that disagree between a
+/// block's paths are refused, not run.
+#[test]
+fn an_inconsistent_plan_is_refused() {
+    let bytes = std::fs::read(common::fixture(NAME)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let cfg = config(&read(NAME));
+    let plan = repghost_runtime::Plan::new(&cfg);
+    assert!(Model::from_plan(&plan, "ok", &st).is_ok());
+    let mut bad = plan.clone();
+    bad.blocks[0].ghost1.cheap.stride = 2;
+    let msg = Model::from_plan(&bad, "bad", &st).unwrap_err().to_string();
+    assert!(msg.contains("block 0") && msg.contains("ghost1"), "{msg}");
+    let mut bad = plan.clone();
+    let strided = bad.blocks.iter().position(|b| b.stride == 2).unwrap();
+    bad.blocks[strided].conv_dw.as_mut().unwrap().stride = 1;
+    let msg = Model::from_plan(&bad, "bad", &st).unwrap_err().to_string();
+    assert!(
+        msg.contains(&format!("block {strided}")) && msg.contains("shortcut stride"),
+        "{msg}"
+    );
+}
