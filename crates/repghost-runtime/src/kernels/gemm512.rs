@@ -1,9 +1,11 @@
 //! A 1×1-convolution GEMM for AVX-512 with the epilogue fused: `C = act(A·B + bias)` or
 //! `C += A·B + bias`, where A is the NHWC activation `[m, k]` (row stride `lda`), B the
 //! weights pre-packed once at load time in panels of 32 columns, and C written with any row
-//! stride. Rows are taken 8 at a time (16 accumulator registers, one broadcast and two
-//! weight loads per 16 FMAs); the weight panels stay in L1/L2 while a row tile sweeps them.
-//! The general gemm crate remains the path on CPUs without AVX-512.
+//! stride. Rows are taken 12 at a time (24 accumulator registers, one broadcast per two
+//! FMAs and two weight loads per 24), then one tile of 8 and one of the remaining 1–7; a
+//! last panel of at most 16 columns takes one register per row. The weight panels stay in
+//! L1/L2 while a row tile sweeps them. CPUs without AVX-512 run `gemm256.rs` (AVX2) or,
+//! without AVX2, the gemm crate.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
