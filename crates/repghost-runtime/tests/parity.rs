@@ -52,6 +52,19 @@ fn run(
     m.run(&mut ws, &input, layout).unwrap().to_vec()
 }
 
+/// Logits of the first image of the batch `x` alone, on `threads` threads.
+fn first_image(m: &Model, x: &[f32], shape: [usize; 4], threads: usize) -> Vec<f32> {
+    let per = shape[1] * shape[2] * shape[3];
+    run(
+        m,
+        &x[..per],
+        [1, shape[1], shape[2], shape[3]],
+        threads,
+        None,
+        Layout::Nchw,
+    )
+}
+
 #[test]
 fn batches_of_1_3_and_32_in_both_layouts() {
     for (name, cases) in [
@@ -78,16 +91,7 @@ fn batches_of_1_3_and_32_in_both_layouts() {
                     "{name} {case}: two images give nearly the same logits ({apart:.2e})"
                 );
             }
-            // The first image alone.
-            let per = shape[1] * shape[2] * shape[3];
-            let got = run(
-                &m,
-                &x[..per],
-                [1, shape[1], shape[2], shape[3]],
-                1,
-                None,
-                Layout::Nchw,
-            );
+            let got = first_image(&m, x, shape, 1);
             let d = rel(&got, &want[..nc]);
             assert!(d < TOL, "{name} {case}, first image alone: {d:.2e}");
         }
@@ -147,15 +151,7 @@ fn threads_split_batches_and_rows_without_changing_results() {
         let d = rel(&got, want);
         assert!(d < TOL, "batch 3 on {threads} threads: {d:.2e}");
     }
-    let per = shape[1] * shape[2] * shape[3];
-    let got = run(
-        &m,
-        &x[..per],
-        [1, shape[1], shape[2], shape[3]],
-        2,
-        None,
-        Layout::Nchw,
-    );
+    let got = first_image(&m, x, shape, 2);
     let d = rel(&got, &want[..m.num_classes()]);
     assert!(d < TOL, "one image on 2 threads: {d:.2e}");
 }
