@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(&manifest_dir())
         .join("../repghost/tests/fixtures")
         .join(name)
 }
@@ -394,4 +394,10 @@ fn report_tables_cover_the_family_with_exact_counts() {
         let img = image::open(dir.path().join(png)).unwrap();
         assert_eq!((img.width(), img.height()), (900, 600), "{png}");
     }
+}
+
+/// The package's directory, read when the test runs: a test binary may be reused from a
+/// build in another checkout (cargo's fingerprints do not cover the compile-time value).
+fn manifest_dir() -> std::ffi::OsString {
+    std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
 }

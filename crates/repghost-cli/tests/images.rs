@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn data_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(&manifest_dir())
         .join("../repghost-data/tests/fixtures")
         .join(name)
 }
 
 fn weights() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../repghost/tests/fixtures/repghostnet_050.pth.tar")
+    Path::new(&manifest_dir()).join("../repghost/tests/fixtures/repghostnet_050.pth.tar")
 }
 
 fn reference() -> serde_json::Value {
@@ -274,4 +274,10 @@ fn runtime_and_burn_engines_agree() {
         results.push(v["loss"].as_f64().unwrap());
     }
     assert!((results[0] - results[1]).abs() < 1e-4, "{results:?}");
+}
+
+/// The package's directory, read when the test runs: a test binary may be reused from a
+/// build in another checkout (cargo's fingerprints do not cover the compile-time value).
+fn manifest_dir() -> std::ffi::OsString {
+    std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use common::{repghost, s};
 
 fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(&manifest_dir())
         .join("../repghost/tests/fixtures")
         .join(name)
         .to_str()
@@ -120,4 +120,10 @@ fn every_subcommand_fails_cleanly_on_bad_input() {
         }
     }
     assert!(!Path::new(&out).exists() && !Path::new(&onnx).exists());
+}
+
+/// The package's directory, read when the test runs: a test binary may be reused from a
+/// build in another checkout (cargo's fingerprints do not cover the compile-time value).
+fn manifest_dir() -> std::ffi::OsString {
+    std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use repghost_data::{decode, Preprocess};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    Path::new(&manifest_dir()).join("tests/fixtures")
 }
 
 fn expected(name: &str) -> Vec<u8> {
@@ -81,4 +81,10 @@ fn corrupt_and_foreign_files_are_errors() {
         .unwrap_err()
         .contains("supported format"));
     assert!(decode(&[]).is_err());
+}
+
+/// The package's directory, read when the test runs: a test binary may be reused from a
+/// build in another checkout (cargo's fingerprints do not cover the compile-time value).
+fn manifest_dir() -> std::ffi::OsString {
+    std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
 }

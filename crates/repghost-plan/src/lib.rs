@@ -7,7 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod names;
 pub mod plan;
 
 pub use config::{make_divisible, Activation, Arch, NetConfig, StageRow, HEAD_CHANNELS};
-pub use plan::{Counts, Form, Plan, TensorSpec};
+pub use plan::{Counts, Form, Plan, TensorSpec, BN_EPSILON, FINAL_STAGE};

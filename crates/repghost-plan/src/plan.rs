@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{make_divisible, Activation, Arch, NetConfig, HEAD_CHANNELS};
+use crate::names::*;
 
 /// Stages whose outputs are the stride-8, -16 and -32 maps (timm's `feature_info`, at the
 /// paper's stem stride of 2).
@@ -16,6 +17,9 @@ pub const FEATURE_STAGES: [usize; 3] = [3, 5, 7];
 
 /// Index of the reference's final 1×1 ConvBnAct, kept as the only block of a tenth stage.
 pub const FINAL_STAGE: usize = 9;
+
+/// Every BatchNorm's epsilon (PyTorch's and burn's default, which the reference keeps).
+pub const BN_EPSILON: f64 = 1e-5;
 
 /// Which structure a set of weights has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +98,8 @@ pub struct Ghost {
     pub concat: bool,
     /// RepGhost's BN-only fusion branch (train form): `{key}.0.*`.
     pub fusion_bn: Option<String>,
+    /// RepGhost's plain identity fusion branch (train form; an ablation).
+    pub fusion_identity: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -200,8 +206,8 @@ fn ghost(cfg: &NetConfig, key: &str, cin: usize, out: usize, relu: bool) -> Ghos
         Arch::RepGhost => (out, false),
         Arch::Ghost => (out.div_ceil(2), true),
     };
-    let p = format!("{key}.primary_conv");
-    let c = format!("{key}.cheap_operation");
+    let p = format!("{key}.{PRIMARY}");
+    let c = format!("{key}.{CHEAP}");
     Ghost {
         key: key.to_string(),
         primary: conv_bn(
@@ -224,7 +230,8 @@ fn ghost(cfg: &NetConfig, key: &str, cin: usize, out: usize, relu: bool) -> Ghos
         ),
         out,
         concat,
-        fusion_bn: (cfg.arch == Arch::RepGhost && cfg.reparam_bn).then(|| format!("{key}.fusion_bn")),
+        fusion_bn: (cfg.arch == Arch::RepGhost && cfg.reparam_bn).then(|| format!("{key}.{FUSION_BN}")),
+        fusion_identity: cfg.arch == Arch::RepGhost && cfg.reparam_identity,
     }
 }
 
@@ -232,8 +239,8 @@ impl Plan {
     pub fn new(cfg: &NetConfig) -> Plan {
         let stem_ch = cfg.stem_channels();
         let stem = conv_bn(
-            "conv_stem",
-            ("conv_stem", "bn1"),
+            STEM,
+            (STEM, STEM_BN),
             [cfg.in_chans, stem_ch],
             3,
             cfg.stem_stride,
@@ -244,16 +251,16 @@ impl Plan {
         let mut stage_ends = Vec::new();
         for (s, (rows, ios)) in cfg.stages().iter().zip(cfg.block_channels()).enumerate() {
             for (j, (row, (cin, mid, cout))) in rows.iter().zip(ios).enumerate() {
-                let key = format!("blocks.{s}.{j}");
+                let key = format!("{BLOCKS}.{s}.{j}");
                 let (k, st) = (row.kernel, row.stride);
                 let project = cin != cout || st != 1;
-                let ghost1 = ghost(cfg, &format!("{key}.ghost1"), cin, mid, true);
-                let ghost2 = ghost(cfg, &format!("{key}.ghost2"), mid, cout, false);
+                let ghost1 = ghost(cfg, &format!("{key}.{GHOST1}"), cin, mid, true);
+                let ghost2 = ghost(cfg, &format!("{key}.{GHOST2}"), mid, cout, false);
                 let conv_dw = (st > 1).then(|| {
-                    let c = format!("{key}.conv_dw");
+                    let c = format!("{key}.{CONV_DW}");
                     conv_bn(
                         &c,
-                        (&c, &format!("{key}.bn_dw")),
+                        (&c, &format!("{key}.{BN_DW}")),
                         [mid, mid],
                         k,
                         st,
@@ -264,11 +271,11 @@ impl Plan {
                 let se = (row.se > 0.0).then(|| {
                     let r = make_divisible(mid as f64 * row.se, 4);
                     Se {
-                        reduce: conv(&format!("{key}.se.conv_reduce"), [mid, r], 1, 1, 1, Act::Relu),
-                        expand: conv(&format!("{key}.se.conv_expand"), [r, mid], 1, 1, 1, Act::None),
+                        reduce: conv(&format!("{key}.{SE}.{SE_REDUCE}"), [mid, r], 1, 1, 1, Act::Relu),
+                        expand: conv(&format!("{key}.{SE}.{SE_EXPAND}"), [r, mid], 1, 1, 1, Act::None),
                     }
                 });
-                let sc = format!("{key}.shortcut");
+                let sc = format!("{key}.{SHORTCUT}");
                 let shortcut = if project {
                     Shortcut::Projection {
                         dw: Box::new(conv_bn(
@@ -313,10 +320,10 @@ impl Plan {
         }
         let last = blocks.last().expect("stage tables are non-empty").cout;
         let fin = cfg.final_channels();
-        let f = format!("blocks.{FINAL_STAGE}.0");
+        let f = format!("{BLOCKS}.{FINAL_STAGE}.0");
         let final_conv = conv_bn(
-            &format!("{f}.conv"),
-            (&format!("{f}.conv"), &format!("{f}.bn1")),
+            &format!("{f}.{FINAL_CONV}"),
+            (&format!("{f}.{FINAL_CONV}"), &format!("{f}.{FINAL_BN}")),
             [last, fin],
             1,
             1,
@@ -342,8 +349,8 @@ impl Plan {
             blocks,
             stage_ends,
             final_conv,
-            conv_head: conv("conv_head", [fin, HEAD_CHANNELS], 1, 1, 1, Act::Relu),
-            classifier: conv("classifier", [HEAD_CHANNELS, cfg.num_classes], 1, 1, 1, Act::None),
+            conv_head: conv(CONV_HEAD, [fin, HEAD_CHANNELS], 1, 1, 1, Act::Relu),
+            classifier: conv(CLASSIFIER, [HEAD_CHANNELS, cfg.num_classes], 1, 1, 1, Act::None),
         }
     }
 
@@ -375,8 +382,8 @@ impl Plan {
         sd.conv(&self.final_conv, deploy);
         sd.conv(&self.conv_head, true);
         let c = &self.classifier;
-        sd.put("classifier.weight", vec![c.cout, c.cin]);
-        sd.put("classifier.bias", vec![c.cout]);
+        sd.put(&format!("{}.weight", c.key), vec![c.cout, c.cin]);
+        sd.put(&format!("{}.bias", c.key), vec![c.cout]);
         sd.out
     }
 }

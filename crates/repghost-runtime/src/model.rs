@@ -73,6 +73,8 @@ pub struct Model {
     pub(crate) final_conv: Pointwise,
     pub(crate) conv_head: Pointwise,
     pub(crate) classifier: Pointwise,
+    /// The plan the model was built from: layer names and geometry.
+    pub(crate) plan: Plan,
 }
 
 /// Where [`Model::from_plan`] finds the deploy-form tensors.
@@ -324,6 +326,7 @@ impl Model {
             final_conv,
             conv_head,
             classifier,
+            plan: plan.clone(),
         };
         m.check_channels()?;
         Ok(m)
@@ -369,6 +372,11 @@ impl Model {
     /// The model's name (the `model` metadata of its file).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The plan of layers this model runs (the deploy form of its configuration).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Channels of the input image.

@@ -8,6 +8,7 @@ use crate::exec::ld;
 use crate::kernels::pointwise::{Kernel, Pointwise};
 use crate::kernels::View;
 use crate::model::{Model, Shortcut};
+use repghost_plan::plan::Shortcut as PlanShortcut;
 
 /// Milliseconds spent per kind of layer since the last reset.
 #[derive(Clone, Debug, Default)]
@@ -74,19 +75,22 @@ impl Model {
     ) -> Vec<PointwiseTiming<T>> {
         let (mut h, mut w) = self.stem.out_hw(size, size);
         let mut layers: Vec<(String, &Pointwise, usize)> = Vec::new();
-        for (i, b) in self.blocks.iter().enumerate() {
-            layers.push((format!("blocks.{i} ghost1"), &b.ghost1.primary, h * w));
+        let plan = &self.plan;
+        for (b, pb) in self.blocks.iter().zip(&plan.blocks) {
+            layers.push((pb.ghost1.primary.key.clone(), &b.ghost1.primary, h * w));
             if let Some(dw) = &b.dw {
                 (h, w) = dw.out_hw(h, w);
             }
-            layers.push((format!("blocks.{i} ghost2"), &b.ghost2.primary, h * w));
-            if let Shortcut::Proj { pw, .. } = &b.shortcut {
-                layers.push((format!("blocks.{i} shortcut"), pw, h * w));
+            layers.push((pb.ghost2.primary.key.clone(), &b.ghost2.primary, h * w));
+            if let (Shortcut::Proj { pw, .. }, PlanShortcut::Projection { pw: ppw, .. }) =
+                (&b.shortcut, &pb.shortcut)
+            {
+                layers.push((ppw.key.clone(), pw, h * w));
             }
         }
-        layers.push(("final_conv".into(), &self.final_conv, h * w));
-        layers.push(("conv_head".into(), &self.conv_head, 1));
-        layers.push(("classifier".into(), &self.classifier, 1));
+        layers.push((plan.final_conv.key.clone(), &self.final_conv, h * w));
+        layers.push((plan.conv_head.key.clone(), &self.conv_head, 1));
+        layers.push((plan.classifier.key.clone(), &self.classifier, 1));
         layers
             .into_iter()
             .map(|(name, p, m)| {

@@ -30,7 +30,10 @@ pub(crate) fn conv2d(
 }
 
 pub(crate) fn bn(device: &Device, c: usize, momentum: f64) -> BatchNorm {
-    BatchNormConfig::new(c).with_momentum(momentum).init(device)
+    BatchNormConfig::new(c)
+        .with_momentum(momentum)
+        .with_epsilon(repghost_plan::BN_EPSILON)
+        .init(device)
 }
 
 pub(crate) fn activate<const D: usize>(act: Activation, x: Tensor<D>) -> Tensor<D> {

@@ -11,9 +11,7 @@ use repghost::weights::{self, apply_state_dict, state_dict, Form, LoadOptions};
 use repghost::{Error, Model};
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(&manifest_dir()).join("tests/fixtures").join(name)
 }
 
 #[test]
@@ -197,4 +195,10 @@ fn self_amplifying_pickles_are_stopped() {
     }
     q.push(b'.');
     assert!(matches!(pickle::parse(&q), Ok(Value::List(_))));
+}
+
+/// The package's directory, read when the test runs: a test binary may be reused from a
+/// build in another checkout (cargo's fingerprints do not cover the compile-time value).
+fn manifest_dir() -> std::ffi::OsString {
+    std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
 }

@@ -12,9 +12,7 @@ use repghost::weights::{self, Form, LoadOptions};
 use repghost::{Error, Model};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(&manifest_dir()).join("tests/fixtures").join(name)
 }
 
 fn input(device: &Device) -> Tensor<4> {
@@ -163,4 +161,10 @@ fn pyramid_features_match_timm_features_only() {
             assert!(e < 2e-5, "stride-{} map: relative error {e:.3e}", info[i].1);
         }
     }
+}
+
+/// The package's directory, read when the test runs: a test binary may be reused from a
+/// build in another checkout (cargo's fingerprints do not cover the compile-time value).
+fn manifest_dir() -> std::ffi::OsString {
+    std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
 }

@@ -423,7 +423,7 @@ fn visit_keys(model: &Model) -> Vec<String> {
         }
         fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<D>>) {
             self.0
-                .push(repghost::weights::keys::torch_key(&self.1, Form::Train, 9));
+                .push(repghost::weights::keys::torch_key(&self.1, Form::Train));
         }
     }
     let mut k = K(Vec::new(), Vec::new());

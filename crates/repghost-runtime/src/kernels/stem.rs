@@ -27,8 +27,8 @@ impl Stem {
                 "stem conv {cout}x{cin}x{k}x{k}, stride {stride}: the runtime runs odd square kernels of stride 1 or 2"
             )));
         }
-        check_len("conv_stem", "weight", w.len(), cout * cin * k * k)?;
-        check_len("conv_stem", "bias", b.len(), cout)?;
+        check_len("stem", "weight", w.len(), cout * cin * k * k)?;
+        check_len("stem", "bias", b.len(), cout)?;
         let mut t = vec![0.0; k * k * cin * cout];
         for o in 0..cout {
             for i in 0..cin {

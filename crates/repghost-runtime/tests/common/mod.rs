@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use safetensors::SafeTensors;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(manifest_dir()).join("tests/fixtures").join(name)
 }
 
 /// A safetensors file's f32 tensors (shape, values) and metadata.
@@ -101,4 +99,10 @@ pub fn to_nhwc(x: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
         }
     }
     y
+}
+
+/// The package's directory, read when the test runs: a test binary may be reused from a
+/// build in another checkout (cargo's fingerprints do not cover the compile-time value).
+fn manifest_dir() -> std::ffi::OsString {
+    std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
 }

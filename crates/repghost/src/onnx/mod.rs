@@ -1,26 +1,21 @@
-//! ONNX export of any variant, in train form (BatchNormalization nodes, fusion branches) or
-//! deploy form (convs with bias, adds, activations, SE, pooling, classifier; no BatchNorm).
-//! Mirrors the forward passes of `net.rs`, `bottleneck.rs`, `ghost_module.rs` and
-//! `ghostnet.rs` node for node.
+//! ONNX export of any variant in any form: train (BatchNormalization nodes, fusion
+//! branches), fused (the official `convert.py` structure) or deploy (convs with bias, adds,
+//! activations, SE, pooling, classifier; no BatchNorm). The graph follows the network's
+//! [`Plan`] layer by layer and takes each tensor from the state dict of the form by the key
+//! the plan names.
 
+mod graph;
 pub mod proto;
 
-use burn::nn::conv::Conv2d;
-use burn::nn::BatchNorm;
-use burn::nn::PaddingConfig2d;
 use prost::Message;
 use repghost_data::Preprocess;
+use repghost_plan::plan::{Block, Ghost, Shortcut};
 
-use crate::bottleneck::{Bottleneck, Shortcut};
-use crate::config::Activation;
 use crate::error::{Error, Result};
-use crate::ghost_module::{GhostLayer, RepGhostModule};
-use crate::ghostnet::GhostModule;
-use crate::layers::{ConvBn, SqueezeExcite};
 use crate::model::Model;
-use crate::net::Net;
-use crate::reparam::host;
-use crate::weights::Form;
+use crate::weights::{state_dict, Form, StateDict};
+use crate::Plan;
+use graph::{attr_int, Graph};
 use proto::*;
 
 #[derive(Clone, Debug)]
@@ -43,349 +38,81 @@ impl Default for ExportOptions {
     }
 }
 
-/// The graph under construction.
-struct Graph {
-    nodes: Vec<NodeProto>,
-    inits: Vec<TensorProto>,
-    opset: i64,
-    count: usize,
-}
-
-fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        ints: v.iter().map(|&x| x as i64).collect(),
-        r#type: ATTR_INTS,
-        ..Default::default()
-    }
-}
-
-fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        i: v,
-        r#type: ATTR_INT,
-        ..Default::default()
-    }
-}
-
-fn attr_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        f: v,
-        r#type: ATTR_FLOAT,
-        ..Default::default()
-    }
-}
-
-/// Whether `a` holds the ONNX operator's default value. Such attributes are left out, as
-/// PyTorch's exporter does: OpenCV's DNN importer mis-handles some explicit defaults (an
-/// explicit `beta = 0.5` on HardSigmoid breaks its fusion of the SE block).
-fn is_default(op: &str, a: &AttributeProto) -> bool {
-    let all = |v: i64| !a.ints.is_empty() && a.ints.iter().all(|&x| x == v);
-    match (op, a.name.as_str()) {
-        ("HardSigmoid", "beta") => a.f == 0.5,
-        ("HardSigmoid", "alpha") => a.f == 0.2,
-        ("LeakyRelu", "alpha") => a.f == 0.01,
-        ("BatchNormalization", "epsilon") => a.f == 1e-5,
-        ("Conv", "strides" | "dilations") => all(1),
-        ("Conv", "pads") => all(0),
-        ("Conv", "group") => a.i == 1,
-        ("Flatten", "axis") => a.i == 1,
-        ("Gemm", "transA" | "transB") => a.i == 0,
-        _ => false,
-    }
-}
-
-impl Graph {
-    fn node(&mut self, op: &str, inputs: &[&str], mut attrs: Vec<AttributeProto>) -> String {
-        attrs.retain(|a| !is_default(op, a));
-        self.count += 1;
-        let out = format!("{}_{}", op.to_lowercase(), self.count);
-        self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.clone()],
-            name: out.clone(),
-            op_type: op.into(),
-            attribute: attrs,
-        });
-        out
-    }
-
-    fn init(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
-        self.inits.push(TensorProto {
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: FLOAT,
-            name: name.into(),
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        });
-        name.into()
-    }
-
-    fn init_i64(&mut self, name: &str, data: &[i64]) -> String {
-        self.inits.push(TensorProto {
-            dims: vec![data.len() as i64],
-            data_type: INT64,
-            name: name.into(),
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        });
-        name.into()
-    }
-
-    fn conv(&mut self, x: &str, conv: &Conv2d, key: &str) -> String {
-        let w = conv.weight.val();
-        let dims = w.dims();
-        let wn = self.init(&format!("{key}.weight"), &dims, &host(&w));
-        let mut inputs = vec![x.to_string(), wn];
-        if let Some(b) = &conv.bias {
-            inputs.push(self.init(&format!("{key}.bias"), &[dims[0]], &host(&b.val())));
-        }
-        let (t, l, b, r) = match conv.padding {
-            PaddingConfig2d::Explicit(t, l, b, r) => (t, l, b, r),
-            _ => (0, 0, 0, 0),
-        };
-        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        self.node(
-            "Conv",
-            &inputs,
-            vec![
-                attr_ints("kernel_shape", &conv.kernel_size),
-                attr_ints("strides", &conv.stride),
-                attr_ints("pads", &[t, l, b, r]),
-                attr_ints("dilations", &conv.dilation),
-                attr_int("group", conv.groups as i64),
-            ],
-        )
-    }
-
-    fn bn(&mut self, x: &str, bn: &BatchNorm, key: &str) -> String {
-        let c = bn.gamma.val().dims()[0];
-        let s = self.init(&format!("{key}.weight"), &[c], &host(&bn.gamma.val()));
-        let b = self.init(&format!("{key}.bias"), &[c], &host(&bn.beta.val()));
-        let m = self.init(
-            &format!("{key}.running_mean"),
-            &[c],
-            &host(&bn.running_mean.value()),
-        );
-        let v = self.init(
-            &format!("{key}.running_var"),
-            &[c],
-            &host(&bn.running_var.value()),
-        );
-        self.node(
-            "BatchNormalization",
-            &[x, &s, &b, &m, &v],
-            vec![attr_float("epsilon", bn.epsilon as f32)],
-        )
-    }
-
-    fn conv_bn(
-        &mut self,
-        x: &str,
-        conv: &Conv2d,
-        bn: Option<&BatchNorm>,
-        conv_key: &str,
-        bn_key: &str,
-    ) -> String {
-        let y = self.conv(x, conv, conv_key);
-        match bn {
-            Some(bn) => self.bn(&y, bn, bn_key),
-            None => y,
-        }
-    }
-
-    fn relu(&mut self, x: &str) -> String {
-        self.node("Relu", &[x], vec![])
-    }
-
-    fn act(&mut self, x: &str, act: Option<Activation>) -> String {
-        match act {
-            None => x.to_string(),
-            Some(Activation::Relu) => self.relu(x),
-            Some(Activation::Relu6) => {
-                let lo = self.init(&format!("clip_min_{}", self.count), &[], &[0.0]);
-                let hi = self.init(&format!("clip_max_{}", self.count), &[], &[6.0]);
-                self.node("Clip", &[x, &lo, &hi], vec![])
-            }
-            Some(Activation::LeakyRelu) => self.node("LeakyRelu", &[x], vec![attr_float("alpha", 0.01)]),
-            Some(Activation::HardSwish) if self.opset >= 14 => self.node("HardSwish", &[x], vec![]),
-            Some(Activation::HardSwish) => {
-                let g = self.hard_sigmoid(x);
-                self.node("Mul", &[x, &g], vec![])
-            }
-        }
-    }
-
-    /// `relu6(x + 3) / 6`, PyTorch's hard sigmoid.
-    fn hard_sigmoid(&mut self, x: &str) -> String {
-        self.node(
-            "HardSigmoid",
-            &[x],
-            vec![attr_float("alpha", 1.0 / 6.0), attr_float("beta", 0.5)],
-        )
-    }
-
-    fn conv_bn_seq(&mut self, x: &str, cb: &ConvBn, key: &str, form_key: &str) -> String {
-        // Keys as the state dict names them: `.0`/`.1`, or the bare conv of a fused cheap op.
-        if cb.bn.is_some() {
-            self.conv_bn(
-                x,
-                &cb.conv,
-                cb.bn.as_ref(),
-                &format!("{key}.0"),
-                &format!("{key}.1"),
-            )
-        } else {
-            self.conv(x, &cb.conv, form_key)
-        }
-    }
-
-    fn se(&mut self, x: &str, se: &SqueezeExcite, key: &str) -> String {
-        let p = self.node("GlobalAveragePool", &[x], vec![]);
-        let r = self.conv(&p, &se.conv_reduce, &format!("{key}.conv_reduce"));
-        let r = self.relu(&r);
-        let e = self.conv(&r, &se.conv_expand, &format!("{key}.conv_expand"));
-        let g = self.hard_sigmoid(&e);
-        self.node("Mul", &[x, &g], vec![])
-    }
-}
-
-/// How a ghost module appears in ONNX.
-trait ExportGhost {
-    fn export(&self, g: &mut Graph, x: &str, key: &str) -> String;
-}
-
-impl ExportGhost for RepGhostModule {
-    fn export(&self, g: &mut Graph, x: &str, key: &str) -> String {
-        let x1 = g.conv_bn_seq(
-            x,
-            &self.primary_conv,
-            &format!("{key}.primary_conv"),
-            &format!("{key}.primary_conv.0"),
-        );
-        let x1 = g.act(&x1, self.act);
-        let mut x2 = g.conv_bn_seq(
-            &x1,
-            &self.cheap_operation,
-            &format!("{key}.cheap_operation"),
-            &format!("{key}.cheap_operation"),
-        );
-        if let Some(bn) = &self.fusion_bn {
-            let b = g.bn(&x1, bn, &format!("{key}.fusion_bn.0"));
+/// A ghost module: `act(cheap(act(primary(x))) [+ fusion BN] [+ identity])` for RepGhost, or
+/// the concatenation of `act(primary(x))` and `act(cheap(..))`, sliced, for GhostNet.
+fn ghost(g: &mut Graph, m: &Ghost, x: &str, form: Form) -> Result<String> {
+    let deploy = form == Form::Deploy;
+    let x1 = g.conv(x, &m.primary, deploy)?;
+    let x1 = g.act(&x1, m.primary.act);
+    // The official `convert.py` folds the fusion branches into a bare cheap conv.
+    let mut x2 = g.conv(&x1, &m.cheap, deploy || (!m.concat && form == Form::Fused))?;
+    if form == Form::Train {
+        if let Some(f) = &m.fusion_bn {
+            let b = g.bn(&x1, &format!("{f}.0"), m.primary.cout)?;
             x2 = g.node("Add", &[&x2, &b], vec![]);
         }
-        if self.fusion_identity {
+        if m.fusion_identity {
             x2 = g.node("Add", &[&x2, &x1], vec![]);
         }
-        g.act(&x2, self.act)
     }
+    let x2 = g.act(&x2, m.cheap.act);
+    if !m.concat {
+        return Ok(x2);
+    }
+    let cat = g.node("Concat", &[&x1, &x2], vec![attr_int("axis", 1)]);
+    if 2 * m.primary.cout == m.out {
+        return Ok(cat);
+    }
+    let n = g.count;
+    let starts = g.init_i64(&format!("slice_starts_{n}"), &[0]);
+    let ends = g.init_i64(&format!("slice_ends_{n}"), &[m.out as i64]);
+    let axes = g.init_i64(&format!("slice_axes_{n}"), &[1]);
+    Ok(g.node("Slice", &[&cat, &starts, &ends, &axes], vec![]))
 }
 
-impl ExportGhost for GhostModule {
-    fn export(&self, g: &mut Graph, x: &str, key: &str) -> String {
-        let x1 = g.conv_bn_seq(
-            x,
-            &self.primary_conv,
-            &format!("{key}.primary_conv"),
-            &format!("{key}.primary_conv.0"),
-        );
-        let x1 = g.act(&x1, self.act);
-        let x2 = g.conv_bn_seq(
-            &x1,
-            &self.cheap_operation,
-            &format!("{key}.cheap_operation"),
-            &format!("{key}.cheap_operation"),
-        );
-        let x2 = g.act(&x2, self.act);
-        let cat = g.node("Concat", &[&x1, &x2], vec![attr_int("axis", 1)]);
-        let init = self.primary_conv.conv.weight.dims()[0];
-        if 2 * init == self.out_chs {
-            return cat;
-        }
-        let n = g.count;
-        let starts = g.init_i64(&format!("slice_starts_{n}"), &[0]);
-        let ends = g.init_i64(&format!("slice_ends_{n}"), &[self.out_chs as i64]);
-        let axes = g.init_i64(&format!("slice_axes_{n}"), &[1]);
-        g.node("Slice", &[&cat, &starts, &ends, &axes], vec![])
-    }
-}
-
-fn block<G: GhostLayer + ExportGhost>(g: &mut Graph, b: &Bottleneck<G>, x: &str, key: &str) -> String {
-    let mut y = b.ghost1.export(g, x, &format!("{key}.ghost1"));
-    if let Some(conv) = &b.conv_dw {
-        y = g.conv_bn(
-            &y,
-            conv,
-            b.bn_dw.as_ref(),
-            &format!("{key}.conv_dw"),
-            &format!("{key}.bn_dw"),
-        );
+fn block(g: &mut Graph, b: &Block, x: &str, form: Form) -> Result<String> {
+    let deploy = form == Form::Deploy;
+    let mut y = ghost(g, &b.ghost1, x, form)?;
+    if let Some(c) = &b.conv_dw {
+        y = g.conv(&y, c, deploy)?;
     }
     if let Some(se) = &b.se {
-        y = g.se(&y, se, &format!("{key}.se"));
+        let p = g.node("GlobalAveragePool", &[&y], vec![]);
+        let r = g.conv(&p, &se.reduce, true)?;
+        let r = g.relu(&r);
+        let e = g.conv(&r, &se.expand, true)?;
+        let gate = g.hard_sigmoid(&e);
+        y = g.node("Mul", &[&y, &gate], vec![]);
     }
-    y = b.ghost2.export(g, &y, &format!("{key}.ghost2"));
-    match (&b.shortcut, b.identity) {
-        (
-            Some(Shortcut {
-                conv_dw,
-                bn_dw,
-                conv_pw,
-                bn_pw,
-            }),
-            _,
-        ) => {
-            let s = g.conv_bn(
-                x,
-                conv_dw,
-                bn_dw.as_ref(),
-                &format!("{key}.shortcut.0"),
-                &format!("{key}.shortcut.1"),
-            );
-            let s = g.conv_bn(
-                &s,
-                conv_pw,
-                bn_pw.as_ref(),
-                &format!("{key}.shortcut.2"),
-                &format!("{key}.shortcut.3"),
-            );
+    y = ghost(g, &b.ghost2, &y, form)?;
+    Ok(match &b.shortcut {
+        Shortcut::Projection { dw, pw } => {
+            let s = g.conv(x, dw, deploy)?;
+            let s = g.conv(&s, pw, deploy)?;
             g.node("Add", &[&y, &s], vec![])
         }
-        (None, true) => g.node("Add", &[&y, x], vec![]),
-        (None, false) => y,
-    }
+        Shortcut::Identity => g.node("Add", &[&y, x], vec![]),
+        Shortcut::None => y,
+    })
 }
 
-fn net<G: GhostLayer + ExportGhost>(g: &mut Graph, m: &Net<G>) -> String {
-    let x = g.conv_bn("input", &m.conv_stem, m.bn1.as_ref(), "conv_stem", "bn1");
-    let mut x = g.relu(&x);
-    for (s, stage) in m.blocks.iter().enumerate() {
-        for (j, b) in stage.iter().enumerate() {
-            x = block(g, b, &x, &format!("blocks.{s}.{j}"));
-        }
+fn net(g: &mut Graph, plan: &Plan, form: Form) -> Result<()> {
+    let deploy = form == Form::Deploy;
+    let x = g.conv("input", &plan.stem, deploy)?;
+    let mut x = g.act(&x, plan.stem.act);
+    for b in &plan.blocks {
+        x = block(g, b, &x, form)?;
     }
-    let n = m.blocks.len();
-    let x = g.conv_bn(
-        &x,
-        &m.final_conv.conv,
-        m.final_conv.bn1.as_ref(),
-        &format!("blocks.{n}.0.conv"),
-        &format!("blocks.{n}.0.bn1"),
-    );
-    let x = g.relu(&x);
+    let x = g.conv(&x, &plan.final_conv, deploy)?;
+    let x = g.act(&x, plan.final_conv.act);
     let x = g.node("GlobalAveragePool", &[&x], vec![]);
-    let x = g.conv(&x, &m.conv_head, "conv_head");
-    let x = g.relu(&x);
+    let x = g.conv(&x, &plan.conv_head, true)?;
+    let x = g.act(&x, plan.conv_head.act);
     let x = g.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
-    let w = m.classifier.weight.val();
-    let wn = g.init("classifier.weight", &w.dims(), &host(&w));
-    let b = m.classifier.bias.val();
-    let bn = g.init("classifier.bias", &b.dims(), &host(&b));
-    let y = g.node("Gemm", &[&x, &wn, &bn], vec![attr_int("transB", 1)]);
+    g.linear(&x, &plan.classifier)?;
     // A stable output name.
-    g.nodes.last_mut().expect("Gemm").output = vec!["logits".into()];
-    let _ = y;
-    "logits".into()
+    g.nodes.last_mut().expect("the classifier's Gemm").output = vec!["logits".into()];
+    Ok(())
 }
 
 fn value_info(name: &str, dims: &[Dimension]) -> ValueInfoProto {
@@ -415,6 +142,21 @@ pub fn export(
     preprocess: Option<&Preprocess>,
     opts: &ExportOptions,
 ) -> Result<Vec<u8>> {
+    let plan = Plan::new(model.config());
+    export_state_dict(&plan, &state_dict(model, form), name, form, preprocess, opts)
+}
+
+/// Serializes the network of `plan` with the tensors of `sd` (a state dict of `form`, under
+/// the plan's keys) as an ONNX model. A tensor the plan needs and `sd` lacks, or holds in
+/// another shape, is an error naming its key.
+pub fn export_state_dict(
+    plan: &Plan,
+    sd: &StateDict,
+    name: &str,
+    form: Form,
+    preprocess: Option<&Preprocess>,
+    opts: &ExportOptions,
+) -> Result<Vec<u8>> {
     if !(11..=21).contains(&opts.opset) {
         return Err(Error::Invalid(format!(
             "opset {} not supported (11 to 21)",
@@ -426,12 +168,10 @@ pub fn export(
         inits: Vec::new(),
         opset: opts.opset,
         count: 0,
+        sd,
     };
-    let cfg = model.config().clone();
-    match model {
-        Model::RepGhost(m) => net(&mut g, m),
-        Model::Ghost(m) => net(&mut g, m),
-    };
+    net(&mut g, plan, form)?;
+    let cfg = &plan.config;
     let batch = if opts.dynamic_batch {
         Dimension {
             dim_value: None,
@@ -449,7 +189,7 @@ pub fn export(
         ("form", form.as_str().to_string()),
         (
             "config",
-            serde_json::to_string(&cfg).map_err(|e| Error::Invalid(e.to_string()))?,
+            serde_json::to_string(cfg).map_err(|e| Error::Invalid(e.to_string()))?,
         ),
         (
             "preprocess",

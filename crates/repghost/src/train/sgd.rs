@@ -14,7 +14,6 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::Model;
-use crate::weights::apply::FINAL_STAGE;
 use crate::weights::keys::torch_key;
 use crate::weights::{Form, HostTensor, StateDict};
 
@@ -153,7 +152,7 @@ impl ModuleMapper for Update<'_> {
         }
         let mu = self.sgd.momentum;
         if mu > 0.0 {
-            let key = torch_key(&self.path, Form::Train, FINAL_STAGE);
+            let key = torch_key(&self.path, Form::Train);
             let buf = match self.sgd.buffers.remove(&key) {
                 Some(b) => b.reshape(dims).mul_scalar(mu).add(g.clone()),
                 None => g.clone(),

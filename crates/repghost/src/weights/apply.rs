@@ -10,9 +10,6 @@ use super::{Form, HostTensor, StateDict};
 use crate::model::Model;
 use crate::reparam::host;
 
-/// Index of the reference's ConvBnAct stage: one past the nine bottleneck stages.
-pub(crate) const FINAL_STAGE: usize = 9;
-
 struct Collect {
     path: Vec<String>,
     form: Form,
@@ -28,7 +25,7 @@ impl ModuleVisitor for Collect {
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
-        let key = torch_key(&self.path, self.form, FINAL_STAGE);
+        let key = torch_key(&self.path, self.form);
         self.out.insert(
             key,
             HostTensor {
@@ -67,7 +64,7 @@ impl ModuleMapper for Assign<'_> {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let key = torch_key(&self.path, self.form, FINAL_STAGE);
+        let key = torch_key(&self.path, self.form);
         let expected: Vec<usize> = param.lazy_shape().dims::<D>().to_vec();
         let Some(t) = self.source.get(&key) else {
             self.missing.push(format!("{key} {expected:?}"));

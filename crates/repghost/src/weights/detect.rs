@@ -1,6 +1,6 @@
 //! Recognising the form and variant of a bare state dict from its keys and shapes.
 
-use repghost_plan::Plan;
+use repghost_plan::{names, Plan};
 
 use super::{Form, StateDict};
 use crate::config::{make_divisible, NetConfig};
@@ -9,9 +9,10 @@ use crate::variants::{Variant, VARIANTS};
 /// Train form keeps the cheap op's BatchNorm; the official `convert.py` output folds only
 /// that branch (the stem BN stays); our deploy form keeps no BatchNorm at all.
 pub fn form_of(sd: &StateDict) -> Form {
-    if sd.keys().any(|k| k.ends_with("cheap_operation.1.running_mean")) {
+    let cheap_bn = format!("{}.1.running_mean", names::CHEAP);
+    if sd.keys().any(|k| k.ends_with(&cheap_bn)) {
         Form::Train
-    } else if sd.contains_key("bn1.running_mean") {
+    } else if sd.contains_key(&format!("{}.running_mean", names::STEM_BN)) {
         Form::Fused
     } else {
         Form::Deploy
@@ -20,8 +21,14 @@ pub fn form_of(sd: &StateDict) -> Form {
 
 /// `(num_classes, in_chans)` as the classifier and the stem say.
 pub fn io_of(sd: &StateDict) -> Option<(usize, usize)> {
-    let nc = sd.get("classifier.weight").filter(|t| t.shape.len() == 2)?.shape[0];
-    let ic = sd.get("conv_stem.weight").filter(|t| t.shape.len() == 4)?.shape[1];
+    let nc = sd
+        .get(&format!("{}.weight", names::CLASSIFIER))
+        .filter(|t| t.shape.len() == 2)?
+        .shape[0];
+    let ic = sd
+        .get(&format!("{}.weight", names::STEM))
+        .filter(|t| t.shape.len() == 4)?
+        .shape[1];
     Some((nc, ic))
 }
 
@@ -42,7 +49,7 @@ pub fn candidates(sd: &StateDict, form: Form) -> Vec<Variant> {
     let Some((nc, ic)) = io_of(sd) else {
         return Vec::new();
     };
-    let stem = sd.get("conv_stem.weight").map(|t| t.shape[0]);
+    let stem = sd.get(&format!("{}.weight", names::STEM)).map(|t| t.shape[0]);
     let check = |v: &&Variant| {
         // Cheap pre-filter on the stem width before planning the net.
         stem == Some(make_divisible(16.0 * v.width, 4)) && fits(&v.config(nc).with_in_chans(ic), form, sd)
