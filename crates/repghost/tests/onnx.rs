@@ -172,3 +172,52 @@ fn metadata_names_model_form_and_preprocessing() {
     )
     .is_err());
 }
+
+/// The exporter takes every tensor from the state dict by the plan's key: a tensor missing
+/// from it, or of another shape, is an error naming the key, and the fused form (the
+/// official `convert.py` structure) exports with its bare cheap convs and kept BatchNorms.
+#[test]
+fn the_export_names_a_missing_or_misshaped_tensor() {
+    use repghost::onnx::export_state_dict;
+    use repghost::weights::state_dict;
+    use repghost::Plan;
+
+    let model = calibrated(&resolve("repghostnet_050").unwrap().1.config(10), 3, 32);
+    let plan = Plan::new(model.config());
+    let opts = ExportOptions::default();
+    let fused = state_dict(&model.clone().fuse_branches(), Form::Fused);
+    let bytes = export_state_dict(&plan, &fused, "m", Form::Fused, None, &opts).unwrap();
+    let g = ModelProto::decode(&bytes[..]).unwrap().graph.unwrap();
+    let bn = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "BatchNormalization")
+        .count();
+    let adds = g.node.iter().filter(|n| n.op_type == "Add").count();
+    // Every conv keeps its BatchNorm but the two cheap ops of each block, the SE convs and
+    // `conv_head`, which carry biases; the fusion branches are gone, leaving one shortcut add
+    // per block.
+    let convs = g.node.iter().filter(|n| n.op_type == "Conv").count();
+    let se = plan.blocks.iter().filter(|b| b.se.is_some()).count();
+    assert_eq!(bn, convs - 2 * plan.blocks.len() - 2 * se - 1);
+    assert_eq!(adds, plan.blocks.len());
+
+    let key = "blocks.3.0.ghost1.cheap_operation.bias";
+    let mut sd = state_dict(&model.clone().reparameterize(), Form::Deploy);
+    let t = sd.remove(key).unwrap();
+    let e = export_state_dict(&plan, &sd, "m", Form::Deploy, None, &opts).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("export: the weights have no tensor '{key}'")
+    );
+    let mut short = t.clone();
+    short.shape = vec![t.shape[0] - 1];
+    short.data.pop();
+    sd.insert(key.into(), short);
+    let e = export_state_dict(&plan, &sd, "m", Form::Deploy, None, &opts).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("'{key}' is [{}]", t.shape[0] - 1)),
+        "{e}"
+    );
+}
