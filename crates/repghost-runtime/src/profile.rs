@@ -26,6 +26,16 @@ impl Profile {
             None => self.entries.push((kind, ms, 1)),
         }
     }
+
+    /// Adds `other`'s times and counts to these (the shares of a batch's threads).
+    pub fn merge(&mut self, other: &Profile) {
+        for &(kind, ms, n) in &other.entries {
+            self.add(kind, ms);
+            if let Some(e) = self.entries.iter_mut().find(|e| e.0 == kind) {
+                e.2 += n - 1;
+            }
+        }
+    }
 }
 
 /// Runs `f`, charging its time to `kind` when profiling is on.

@@ -156,6 +156,50 @@ fn threads_split_batches_and_rows_without_changing_results() {
     assert!(d < TOL, "one image on 2 threads: {d:.2e}");
 }
 
+/// A split workspace keeps its threads and buffers between calls: the same workspace run on
+/// the batch and on the batch in another order gives each image its own logits, feature maps
+/// equal those of the whole batch run layer by layer, and a profile covers every share.
+#[test]
+fn a_split_workspace_serves_many_calls() {
+    let m = model("repghostnet_035");
+    let e = read("repghostnet_035.expected.safetensors");
+    let (x, shape) = (e.get("a.x"), e.shape4("a.x"));
+    let (n, per, nc) = (shape[0], shape[1] * shape[2] * shape[3], m.num_classes());
+    let want = e.get("a.logits");
+    let mut ws = m.workspace_threads(n, shape[2], shape[3], 2).unwrap();
+    assert_eq!(ws.threads(), 2);
+    ws.profile = Some(Default::default());
+    let order: Vec<usize> = (0..n).rev().collect();
+    let reordered: Vec<f32> = order
+        .iter()
+        .flat_map(|&i| x[i * per..(i + 1) * per].to_vec())
+        .collect();
+    for round in 0..2 {
+        m.poison(&mut ws);
+        let got = m.run(&mut ws, x, Layout::Nchw).unwrap().to_vec();
+        assert!(rel(&got, want) < TOL, "round {round}");
+        let got = m.run(&mut ws, &reordered, Layout::Nchw).unwrap().to_vec();
+        for (j, &i) in order.iter().enumerate() {
+            let d = rel(&got[j * nc..(j + 1) * nc], &want[i * nc..(i + 1) * nc]);
+            assert!(d < TOL, "round {round}, image {i} at {j}: {d:.2e}");
+        }
+    }
+    let kinds: Vec<&str> = ws.profile.as_ref().unwrap().entries.iter().map(|e| e.0).collect();
+    for kind in ["stem", "pointwise", "depthwise", "pool", "head"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let whole = {
+        let mut one = m.workspace(n, shape[2], shape[3]).unwrap();
+        m.features(&mut one, x, Layout::Nchw).unwrap().to_vec()
+    };
+    m.poison(&mut ws);
+    let split = m.features(&mut ws, x, Layout::Nchw).unwrap();
+    for (k, (a, b)) in split.iter().zip(&whole).enumerate() {
+        assert_eq!((a.n, a.h, a.w, a.c), (b.n, b.h, b.w, b.c));
+        assert!(rel(&a.data, &b.data) < TOL, "map {k}");
+    }
+}
+
 #[test]
 fn feature_maps_match_burns_pyramid() {
     let m = model("repghostnet_035");

@@ -19,6 +19,7 @@ pub mod net;
 pub mod onnx;
 mod ops;
 pub mod reparam;
+pub mod threads;
 pub mod variants;
 
 pub use config::{Activation, Arch, NetConfig};

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use repghost::threads::Threads;
 use repghost::weights::{self, LoadOptions, Loaded};
 use repghost::Model;
 use repghost_data::{Interpolation, Preprocess};
@@ -50,9 +51,10 @@ pub struct ModelArgs {
     /// re-parameterized in memory first) or burn. `auto`: the runtime on the CPU, burn on a GPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: EngineArg,
-    /// CPU threads for the runtime engine.
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
+    /// CPU threads that compute, whichever engine: the runtime's (a batch is split between
+    /// them; a single image uses two) or burn's CPU backend [default: every core].
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -118,8 +120,10 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
     let loaded = args.src.load(&device)?;
     let model = loaded.model.valid();
     let uses_runtime = args.engine.uses_runtime(args.device);
+    let threads = Threads::or_all(args.threads)?;
+    threads.install()?;
     let engine: Box<dyn Logits> = if uses_runtime {
-        let rt = RuntimeLogits::new(&model, loaded.form, &loaded.name, args.threads)?;
+        let rt = RuntimeLogits::new(&model, loaded.form, &loaded.name, threads.get())?;
         Box::new(rt)
     } else {
         Box::new(BurnLogits::new(&model))

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use repghost::engine::to_runtime;
 use repghost::random::{calibrated, normal_input};
 use repghost::reparam::folding_error;
+use repghost::threads::Threads;
 use repghost::train::{clear_run, Data, DataShape, Preset, TrainConfig, Trainer};
 use repghost::variants::resolve;
 use repghost::weights::{self, Form, LoadOptions};
@@ -176,7 +177,7 @@ fn with_data(args: &Args, train: Mnist) -> Result<()> {
         args.out.display()
     );
     let trainer = Trainer::new(cfg, &args.out, &Device::flex(), None)?;
-    let Some((trainer, summary)) = train::fit(trainer, &data, &args.out, None, true)? else {
+    let Some((trainer, summary)) = train::fit(trainer, &data, &args.out, Threads::all(), true)? else {
         println!("interrupted; the checkpoint is in {}", args.out.display());
         return Ok(());
     };

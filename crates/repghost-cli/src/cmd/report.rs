@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use repghost::bench::{self, Timing};
 use repghost::engine::to_runtime;
+use repghost::threads::Threads;
 use repghost::variants::{resolve, Variant, VARIANTS};
 use repghost::weights::Form;
 use repghost::Model as BurnModel;
@@ -25,7 +26,7 @@ pub struct Args {
     /// Timed runs per latency measurement (batch 1; batch 32 uses a quarter).
     #[arg(long, default_value_t = 30)]
     runs: usize,
-    /// Threads for the runtime.
+    /// CPU threads that compute, for burn and the runtime alike.
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Input side of the latency measurements (the paper's 224; parameters and MACs are
@@ -50,7 +51,10 @@ fn deploy_runtime(v: &Variant) -> Result<(BurnModel, BurnModel, RtModel)> {
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let (runs, threads) = (args.runs.max(3), args.threads.max(1));
+    let runs = args.runs.max(3);
+    let threads = Threads::new(args.threads)?;
+    threads.install()?;
+    let threads = threads.get();
     if !(32..=1024).contains(&args.size) {
         return Err(crate::usage!("--size must be between 32 and 1024"));
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use repghost::engine::runtime_engine;
+use repghost::threads::Threads;
 use repghost::train::{
     clear_run, Data, DataShape, EpochRow, Observer, Outcome, Preset, StepInfo, Summary, TrainConfig, Trainer,
 };
@@ -129,7 +130,8 @@ pub struct Args {
     /// same as --workers N.
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
-    /// Worker threads for burn's CPU backend and the data loader (default: all cores).
+    /// CPU threads that compute: burn's CPU backend, the data loader and the runtime's
+    /// validation [default: every core].
     #[arg(long)]
     pub threads: Option<usize>,
     /// What computes the validation logits after every epoch: the deploy runtime (model and
@@ -189,7 +191,8 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
     if args.resume && args.overwrite {
         return Err(crate::usage!("--resume and --overwrite exclude each other"));
     }
-    set_threads(args.threads);
+    let threads = Threads::or_all(args.threads)?;
+    threads.install()?;
     let all = devices(args.device, args.devices)?;
     // burn's all-reduce exists on CUDA only; checked before any file is written.
     let all_reduce = matches!(args.device, DeviceArg::Cuda) && all.len() > 1;
@@ -229,17 +232,7 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
         (args.checkpoint_every > 0.0).then(|| Duration::from_secs_f64(60.0 * args.checkpoint_every)),
     );
     let runtime_eval = args.eval_engine.uses_runtime(args.device);
-    fit(trainer, &data, &args.out, args.threads, runtime_eval)
-}
-
-/// Sizes the global thread pool that burn's CPU backend and the data loader share; must
-/// precede its first use.
-pub fn set_threads(threads: Option<usize>) {
-    if let Some(t) = threads {
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
-            .build_global();
-    }
+    fit(trainer, &data, &args.out, threads, runtime_eval)
 }
 
 /// The training and validation splits named by `--data`.
@@ -258,13 +251,12 @@ pub fn fit(
     trainer: Trainer,
     data: &Data,
     out: &Path,
-    threads: Option<usize>,
+    threads: Threads,
     runtime_eval: bool,
 ) -> Result<Option<(Trainer, Box<Summary>)>> {
     let mut trainer = trainer;
     if runtime_eval {
-        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let engine = runtime_engine(&trainer.cfg.model, threads);
+        let engine = runtime_engine(&trainer.cfg.model, threads.get());
         trainer = trainer.with_eval_engine(engine);
     }
     let classes = data.train.classes();
