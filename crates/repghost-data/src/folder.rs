@@ -11,6 +11,44 @@ pub const EXTENSIONS: [&str; 9] = [
     ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
 ];
 
+/// What [`collect_images`] keeps from a folder: [`EXTENSIONS`] and GIF, every format
+/// [`crate::decode`] reads. (An [`ImageFolder`] keeps torchvision's list, so that its samples
+/// and class indices agree with the reference's.)
+pub const DECODED_EXTENSIONS: [&str; 10] = [
+    ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif",
+];
+
+/// The images named by `paths`: a file as it is, a folder walked in sorted order (every
+/// depth, with the [`ImageFolder`]'s guard against symlink loops) for the files with one of
+/// [`DECODED_EXTENSIONS`]. A folder with no image is an error.
+pub fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let mut dirs = Vec::new();
+        walk(p, &mut dirs, 0)?;
+        dirs.sort_by(|a, b| a.0.cmp(&b.0));
+        let before = out.len();
+        for (_, files) in dirs {
+            out.extend(
+                files
+                    .into_iter()
+                    .filter(|f| has_extension(f, &DECODED_EXTENSIONS)),
+            );
+        }
+        if out.len() == before {
+            return Err(Error::Dataset(format!(
+                "{}: no images in this folder",
+                p.display()
+            )));
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Clone, Debug)]
 pub struct ImageFolder {
     pub root: PathBuf,
@@ -19,12 +57,16 @@ pub struct ImageFolder {
     pub samples: Vec<(PathBuf, usize)>,
 }
 
-fn is_image(p: &Path) -> bool {
+fn has_extension(p: &Path, extensions: &[&str]) -> bool {
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    EXTENSIONS.iter().any(|e| name.ends_with(e))
+    extensions.iter().any(|e| name.ends_with(e))
+}
+
+fn is_image(p: &Path) -> bool {
+    has_extension(p, &EXTENSIONS)
 }
 
 /// All (directory, sorted file names) below `dir`, sorted by directory path like Python's
@@ -100,5 +142,34 @@ impl ImageFolder {
             classes,
             samples,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files as given, folders walked at every depth in sorted order keeping decodable
+    /// extensions (GIF too, unlike an ImageFolder), and a folder without images refused.
+    #[test]
+    fn collect_images_walks_folders_and_keeps_decodable_files() {
+        let root = std::env::temp_dir().join(format!("repghost-collect-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("b/deeper")).unwrap();
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        for f in ["z.PNG", "notes.txt", "b/a.gif", "b/deeper/c.jpeg", "b/skip.npy"] {
+            std::fs::write(root.join(f), b"").unwrap();
+        }
+        let given = root.join("notes.txt");
+        let got = collect_images(&[root.clone(), given.clone()]).unwrap();
+        let want: Vec<PathBuf> = ["z.PNG", "b/a.gif", "b/deeper/c.jpeg"]
+            .iter()
+            .map(|f| root.join(f))
+            .chain([given])
+            .collect();
+        assert_eq!(got, want);
+        let e = collect_images(&[root.join("empty")]).unwrap_err().to_string();
+        assert!(e.contains("no images in this folder"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -318,3 +318,188 @@ enum In<'b> {
 /// intermediate windows then hold a few rows more each (the halos), a few hundred KB together
 /// at 1.0×.
 const STRIP_PIXELS: usize = 512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::act::Act;
+
+    fn rnd(seed: &mut u32, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                (*seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// The chain's layers one after the other on whole maps, the last one accumulating onto
+    /// `dst` where `acc`.
+    fn layer_by_layer(ops: &[Op], src: &[f32], cin: usize, h: usize, w: usize, dst: &mut [f32], acc: bool) {
+        let (mut x, mut c, mut hw) = (src.to_vec(), cin, (h, w));
+        for (i, op) in ops.iter().enumerate() {
+            let (oh, ow) = op.out_hw(hw.0, hw.1);
+            let co = op.cout();
+            let last = i + 1 == ops.len();
+            let mut y = if last {
+                dst.to_vec()
+            } else {
+                vec![0.0; oh * ow * ld(co)]
+            };
+            match op {
+                Op::Pw(p) => p.run(
+                    hw.0 * hw.1,
+                    View::new(&x, ld(c), 0),
+                    &mut y,
+                    ld(co),
+                    0,
+                    last && acc,
+                    None,
+                ),
+                Op::Dw(d) => d.run(
+                    co,
+                    Shape::new(1, hw.0, hw.1),
+                    View::new(&x, ld(c), 0),
+                    &mut y,
+                    ld(co),
+                    0,
+                    last && acc,
+                    None,
+                ),
+            }
+            (x, c, hw) = (y, co, (oh, ow));
+        }
+        dst.copy_from_slice(&x);
+    }
+
+    /// A bottleneck-shaped chain (1×1, depthwise 3×3, strided depthwise 5×5, 1×1, depthwise
+    /// 3×3) and a stride-1 one with an identity residual, run depth-first strip by strip
+    /// (on one thread and split between two) against the same kernels layer by layer, on maps
+    /// whose strips end mid-map: the halo rows, the kept rows and the residual modes agree.
+    #[test]
+    fn depth_first_equals_layer_by_layer() {
+        let mut seed = 3;
+        let team = Team::new().unwrap();
+        let (cin, mid, cout) = (12, 36, 20);
+        let p1 = Pointwise::new(
+            &rnd(&mut seed, mid * cin),
+            mid,
+            cin,
+            rnd(&mut seed, mid),
+            Act::Relu,
+        )
+        .unwrap();
+        let d1 = Depthwise::new(
+            &rnd(&mut seed, mid * 9),
+            mid,
+            3,
+            1,
+            rnd(&mut seed, mid),
+            Act::Relu,
+        )
+        .unwrap();
+        let d2 = Depthwise::new(
+            &rnd(&mut seed, mid * 25),
+            mid,
+            5,
+            2,
+            rnd(&mut seed, mid),
+            Act::None,
+        )
+        .unwrap();
+        let p2 = Pointwise::new(
+            &rnd(&mut seed, cout * mid),
+            cout,
+            mid,
+            rnd(&mut seed, cout),
+            Act::None,
+        )
+        .unwrap();
+        let d3 = Depthwise::new(
+            &rnd(&mut seed, cout * 9),
+            cout,
+            3,
+            1,
+            rnd(&mut seed, cout),
+            Act::None,
+        )
+        .unwrap();
+        let q1 = Pointwise::new(
+            &rnd(&mut seed, mid * cout),
+            mid,
+            cout,
+            rnd(&mut seed, mid),
+            Act::Relu,
+        )
+        .unwrap();
+        let q2 = Pointwise::new(
+            &rnd(&mut seed, cout * mid),
+            cout,
+            mid,
+            rnd(&mut seed, cout),
+            Act::None,
+        )
+        .unwrap();
+        let strided = [Op::Pw(&p1), Op::Dw(&d1), Op::Dw(&d2), Op::Pw(&p2), Op::Dw(&d3)];
+        let flat = [Op::Pw(&q1), Op::Dw(&d1), Op::Pw(&q2), Op::Dw(&d3)];
+        for (h, w) in [(37, 23), (8, 8), (3, 50), (64, 9)] {
+            for (ops, c0, identity) in [(&strided[..], cin, false), (&flat[..], cout, true)] {
+                let chain = Chain::new(ops, h, w);
+                let (oh, ow, co) = chain.out_dims();
+                let src = rnd(&mut seed, h * w * ld(c0));
+                let shortcut = rnd(&mut seed, oh * ow * ld(co));
+                let modes: &[&str] = if identity {
+                    &["none", "add"]
+                } else {
+                    &["none", "in-place"]
+                };
+                for &mode in modes {
+                    let mut want = if mode == "in-place" {
+                        shortcut.clone()
+                    } else {
+                        vec![0.0; oh * ow * ld(co)]
+                    };
+                    layer_by_layer(ops, &src, c0, h, w, &mut want, mode == "in-place");
+                    if mode == "add" {
+                        for px in 0..oh * ow {
+                            for c in 0..co {
+                                want[px * ld(co) + c] += src[px * ld(c0) + c];
+                            }
+                        }
+                    }
+                    for t in [None, Some(&team)] {
+                        let mut dst = if mode == "in-place" {
+                            shortcut.clone()
+                        } else {
+                            vec![f32::NAN; oh * ow * ld(co)]
+                        };
+                        let residual = match mode {
+                            "in-place" => Residual::InPlace,
+                            "add" => Residual::Add(&src),
+                            _ => Residual::None,
+                        };
+                        let mut bufs: Vec<Vec<f32>> =
+                            (0..2).map(|_| vec![f32::NAN; chain.scratch_len() + 16]).collect();
+                        let [b0, b1] = &mut bufs[..] else { unreachable!() };
+                        let (o0, o1) = (
+                            b0.as_ptr().align_offset(64).min(15),
+                            b1.as_ptr().align_offset(64).min(15),
+                        );
+                        let scratch = [Mutex::new(&mut b0[o0..]), Mutex::new(&mut b1[o1..])];
+                        chain.run(&src, c0, &mut dst, residual, &scratch, t, &mut None);
+                        for px in 0..oh * ow {
+                            for c in 0..co {
+                                let (g, e) = (dst[px * ld(co) + c], want[px * ld(co) + c]);
+                                assert!(
+                                    (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                                    "{h}x{w} {mode} team {}: pixel {px} channel {c}: {g} vs {e}",
+                                    t.is_some()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -3,6 +3,19 @@
 
 use serde::Serialize;
 
+/// The `k` most likely classes of one row of logits, most likely first, with their softmax
+/// probabilities (computed in f64 from the logits less their maximum). Ties keep the lower
+/// index first; `k` is capped at the row's length.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f64)> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let exp: Vec<f64> = logits.iter().map(|&v| ((v - max) as f64).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    idx.truncate(k);
+    idx.into_iter().map(|j| (j, exp[j] / sum)).collect()
+}
+
 /// `max |got − want| / max |want|`: the relative error every parity check in this project
 /// reports (0 when both are all zeros; NaN anywhere gives NaN).
 pub fn rel_diff<T: Copy + Into<f64>>(got: &[T], want: &[T]) -> f64 {
@@ -111,6 +124,17 @@ impl Accumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_k_orders_classes_and_gives_softmax_probabilities() {
+        let top = top_k(&[1.0, 3.0, 2.0, 3.0], 3);
+        let idx: Vec<usize> = top.iter().map(|t| t.0).collect();
+        assert_eq!(idx, [1, 3, 2]);
+        let z = 2.0 * 1f64.exp() + 1.0 + (-1f64).exp();
+        assert!((top[0].1 - 1f64.exp() / z).abs() < 1e-12);
+        assert!((top[2].1 - 1.0 / z).abs() < 1e-12);
+        assert_eq!(top_k(&[0.5, 0.1], 5).len(), 2);
+    }
 
     #[test]
     fn counts_top1_top5_and_cross_entropy() {

@@ -1,12 +1,14 @@
 //! `repghost predict`: top-K classes of images (or of a preprocessed `.npy` batch), raw
 //! logits, and the preprocessed batch the model saw.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use repghost::metrics::top_k;
 use repghost::npy;
 use repghost_data::dataset::{batches, Files};
+use repghost_data::folder::collect_images;
 use serde_json::json;
 
 use super::common::{self, ModelArgs, PreprocessArgs};
@@ -46,45 +48,6 @@ pub struct Args {
 enum Format {
     Text,
     Json,
-}
-
-const IMAGE_EXT: [&str; 10] = [
-    "jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "ppm", "pgm",
-];
-
-fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("{}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                walk(&p, out)?;
-            } else if p
-                .extension()
-                .map(|e| IMAGE_EXT.contains(&e.to_string_lossy().to_lowercase().as_str()))
-                .unwrap_or(false)
-            {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let before = out.len();
-            walk(p, &mut out)?;
-            if out.len() == before {
-                bail!("{}: no images in this folder", p.display());
-            }
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -138,7 +101,7 @@ pub fn run(args: Args) -> Result<()> {
                 "give images or folders to classify, or --input X.npy"
             ));
         }
-        let files = expand(&args.images)?;
+        let files = collect_images(&args.images)?;
         let pre = runner.preprocess(&args.pre)?;
         let n = files.len();
         let ds = Arc::new(Files(files.clone()));
@@ -177,12 +140,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut json_rows = Vec::new();
     for (name, logits) in &rows {
         let Some(row) = logits else { continue };
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let exp: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
-        let sum: f64 = exp.iter().sum();
-        let mut idx: Vec<usize> = (0..row.len()).collect();
-        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        let top: Vec<(usize, f64)> = idx[..k].iter().map(|&j| (j, exp[j] / sum)).collect();
+        let top = top_k(row, k);
         match args.format {
             Format::Text => {
                 let t: Vec<String> = top.iter().map(|&(j, p)| format!("{} {p:.4}", names[j])).collect();

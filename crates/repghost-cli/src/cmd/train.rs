@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use repghost::engine::runtime_engine;
 use repghost::threads::Threads;
+use repghost::train::start::{check_new_run, load_init};
 use repghost::train::{
     clear_run, Data, DataShape, EpochRow, Observer, Outcome, Preset, StepInfo, Summary, TrainConfig, Trainer,
 };
 use repghost::variants::resolve;
-use repghost::weights::{self, Form, LoadOptions};
 use repghost_data::dataset::Dataset;
 use repghost_data::idx::Split;
 use repghost_data::Crop;
@@ -211,12 +211,7 @@ pub fn execute(args: &Args) -> Result<Option<(Trainer, Box<Summary>)>> {
         );
         t
     } else {
-        if !args.overwrite && args.out.join("last.ckpt").exists() {
-            bail!(
-                "{}: holds a run already (last.ckpt); pass --resume to continue it, --overwrite to replace its run files, or choose another --out",
-                args.out.display()
-            );
-        }
+        check_new_run(&args.out, args.overwrite)?;
         let (cfg, init) = config(args, &*data.train)?;
         if args.overwrite {
             clear_run(&args.out)?;
@@ -349,24 +344,9 @@ fn config(args: &Args, ds: &dyn Dataset) -> Result<(TrainConfig, Option<repghost
     let mut net = variant.config(classes);
     let init = match &args.init {
         Some(p) => {
-            let opts = LoadOptions {
-                model: args.model.clone(),
-                ema: false,
-            };
-            let loaded = weights::load(p, &opts, &burn::tensor::Device::flex())?;
-            if loaded.form != Form::Train {
-                bail!(
-                    "{}: {} form weights cannot be trained (BatchNorm is folded); give train-form weights",
-                    p.display(),
-                    loaded.form.as_str()
-                );
-            }
-            let mut m = loaded.model;
-            if m.config().num_classes != classes {
-                m = m.reset_classifier(classes);
-            }
+            let (n, m) = load_init(p, args.model.as_deref(), classes)?;
             net = m.config().clone();
-            name = loaded.name;
+            name = n;
             Some(m)
         }
         None => None,

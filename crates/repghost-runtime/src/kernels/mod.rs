@@ -8,6 +8,8 @@ pub mod gemm512;
 pub mod pointwise;
 pub mod se;
 pub mod stem;
+#[cfg(test)]
+mod tests;
 
 use crate::error::{Error, Result};
 

@@ -11,6 +11,7 @@ pub mod loss;
 pub mod preset;
 pub mod schedule;
 pub mod sgd;
+pub mod start;
 pub mod step;
 mod trainer;
 
