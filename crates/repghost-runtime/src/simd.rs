@@ -1,6 +1,7 @@
 //! Runtime choice of instruction set. Kernels are written once as `#[inline(always)]`
-//! bodies and compiled three times: for AVX-512, for AVX2+FMA, and portable (NEON is the
-//! baseline on aarch64, so the portable build vectorizes there too).
+//! bodies and compiled three times: for AVX-512, for AVX2+FMA, and portable. On aarch64 the
+//! portable level is NEON, the baseline there: the explicit-vector kernels use NEON vectors
+//! (`vector::N8`, `N4`) and the others are compiled with fused multiply-adds.
 
 use std::sync::OnceLock;
 
@@ -103,7 +104,7 @@ pub(crate) use multiversion;
 
 /// Defines `unsafe fn $name(args)` that runs `$body::<A, B, C>(args)` with the widest
 /// explicit vector types the CPU has: `A` for the bulk of the channels, `B` and `C` for the
-/// tail (AVX-512: 16/8/4 lanes, AVX2: 8/8/4, portable: scalar). The dispatcher checks the
+/// tail (AVX-512: 16/8/4 lanes, AVX2: 8/8/4, aarch64: NEON 8/4/4, portable x86: scalar). The dispatcher checks the
 /// CPU; the arguments' contract is `$body`'s, so the dispatcher is `unsafe` too and its
 /// caller checks them.
 macro_rules! vector_dispatch {
@@ -142,10 +143,20 @@ macro_rules! vector_dispatch {
                     $crate::simd::Level::Portable => {}
                 }
             }
-            use $crate::vector::F1;
-            // SAFETY: F1 is plain scalar code, which any CPU runs; this function's caller
-            // meets the rest of the contract.
-            unsafe { $body::<F1, F1, F1>($($arg),*) }
+            #[cfg(target_arch = "aarch64")]
+            {
+                use $crate::vector::{N4, N8};
+                // SAFETY: NEON is part of the aarch64 baseline; this function's caller meets
+                // the rest of the contract.
+                unsafe { $body::<N8, N4, N4>($($arg),*) }
+            }
+            #[cfg(not(target_arch = "aarch64"))]
+            {
+                use $crate::vector::F1;
+                // SAFETY: F1 is plain scalar code, which any CPU runs; this function's caller
+                // meets the rest of the contract.
+                unsafe { $body::<F1, F1, F1>($($arg),*) }
+            }
         }
     };
 }

@@ -1,7 +1,10 @@
 //! Explicit SIMD vectors for the hand-written kernels: 16 lanes (AVX-512), 8 (AVX2+FMA),
-//! 4 (SSE) and 1 (portable). A kernel is written once over [`Vf`] and instantiated inside
-//! functions compiled for the matching target features.
+//! 4 (the 128-bit registers of either), 8 and 4 on aarch64 (NEON: two registers or one, with
+//! `fmla` fused multiply-adds) and 1 (portable). A kernel is written once over [`Vf`] and
+//! instantiated inside functions compiled for the matching target features.
 
+#[cfg(target_arch = "aarch64")]
+use std::arch::aarch64::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -162,3 +165,88 @@ x86_vector!(
     _mm_add_ps,
     _mm_max_ps
 );
+
+/// NEON, four lanes: one `float32x4_t`. NEON is part of the aarch64 baseline, so these run on
+/// every aarch64 CPU.
+#[cfg(target_arch = "aarch64")]
+#[derive(Clone, Copy)]
+pub struct N4(float32x4_t);
+
+#[cfg(target_arch = "aarch64")]
+impl Vf for N4 {
+    const L: usize = 4;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees that `p` covers 4 floats; NEON is baseline.
+        unsafe { N4(vld1q_f32(p)) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: as for `load`.
+        unsafe { vst1q_f32(p, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { N4(vdupq_n_f32(v)) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: NEON is baseline on aarch64; `vfmaq_f32(c, a, b)` is `c + a * b`, one `fmla`.
+        unsafe { N4(vfmaq_f32(c.0, a.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { N4(vaddq_f32(a.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self, b: Self) -> Self {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { N4(vmaxq_f32(a.0, b.0)) }
+    }
+}
+
+/// NEON, eight lanes as two `float32x4_t`: twice the independent accumulators per tile, so
+/// that the four-cycle `fmla` latency of common Arm cores is hidden with two or more FMA pipes.
+#[cfg(target_arch = "aarch64")]
+#[derive(Clone, Copy)]
+pub struct N8(float32x4_t, float32x4_t);
+
+#[cfg(target_arch = "aarch64")]
+impl Vf for N8 {
+    const L: usize = 8;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees that `p` covers 8 floats; NEON is baseline.
+        unsafe { N8(vld1q_f32(p), vld1q_f32(p.add(4))) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: as for `load`.
+        unsafe {
+            vst1q_f32(p, self.0);
+            vst1q_f32(p.add(4), self.1);
+        }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { N8(vdupq_n_f32(v), vdupq_n_f32(v)) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { N8(vfmaq_f32(c.0, a.0, b.0), vfmaq_f32(c.1, a.1, b.1)) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { N8(vaddq_f32(a.0, b.0), vaddq_f32(a.1, b.1)) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self, b: Self) -> Self {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { N8(vmaxq_f32(a.0, b.0), vmaxq_f32(a.1, b.1)) }
+    }
+}

@@ -5,6 +5,8 @@
 pub mod depthwise;
 pub mod gemm256;
 pub mod gemm512;
+#[cfg(target_arch = "aarch64")]
+pub mod gemm_neon;
 pub mod pointwise;
 pub mod se;
 pub mod stem;

@@ -1,5 +1,6 @@
-//! 1×1 convolution as a GEMM (`[pixels, cin] × [cin, cout]`, the gemm crate's packed
-//! AVX-512/AVX2 kernels) followed by one fused epilogue pass: bias, activation, residual add.
+//! 1×1 convolution as a GEMM (`[pixels, cin] × [cin, cout]`): the packed kernels of this
+//! crate (AVX-512, AVX2, NEON) with bias, ReLU and the residual add fused into their stores,
+//! or the gemm crate followed by one epilogue pass (other activations, other CPUs).
 
 use super::{check_len, View};
 use crate::act::Act;
@@ -33,6 +34,8 @@ pub enum Kernel {
     Avx512,
     /// [`super::gemm256`]: 16-column panels, 6-row tiles.
     Avx2,
+    /// `gemm_neon` (aarch64): the AVX2 kernel's 16-column panels, 5-row tiles.
+    Neon,
     /// The gemm crate, then a separate epilogue pass.
     Generic,
 }
@@ -42,7 +45,7 @@ impl Kernel {
     pub fn panel(self) -> usize {
         match self {
             Kernel::Avx512 => super::gemm512::PANEL,
-            Kernel::Avx2 => super::gemm256::PANEL,
+            Kernel::Avx2 | Kernel::Neon => super::gemm256::PANEL,
             Kernel::Generic => 16,
         }
     }
@@ -65,6 +68,7 @@ impl Pointwise {
         let best = match crate::simd::level() {
             crate::simd::Level::Avx512 => Kernel::Avx512,
             crate::simd::Level::Avx2 => Kernel::Avx2,
+            crate::simd::Level::Portable if cfg!(target_arch = "aarch64") => Kernel::Neon,
             crate::simd::Level::Portable => Kernel::Generic,
         };
         Ok(Pointwise {
@@ -82,6 +86,12 @@ impl Pointwise {
 
     pub fn cin(&self) -> usize {
         self.cin
+    }
+
+    /// The GEMM that runs this layer.
+    #[cfg(test)]
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     pub fn cout(&self) -> usize {
@@ -108,6 +118,7 @@ impl Pointwise {
         let usable = match kernel {
             Kernel::Avx512 => level == crate::simd::Level::Avx512,
             Kernel::Avx2 => level != crate::simd::Level::Portable,
+            Kernel::Neon => cfg!(target_arch = "aarch64"),
             Kernel::Generic => true,
         };
         self.kernel = if usable && matches!(self.act, Act::None | Act::Relu) {
@@ -117,7 +128,7 @@ impl Pointwise {
         };
         (self.packed, self.packed_bias) = match self.kernel {
             Kernel::Avx512 => (super::gemm512::pack(&self.w, self.cin, self.cout), Vec::new()),
-            Kernel::Avx2 => (
+            Kernel::Avx2 | Kernel::Neon => (
                 super::gemm256::pack(&self.w, self.cin, self.cout),
                 super::gemm256::pad_bias(&self.b),
             ),
@@ -276,8 +287,38 @@ impl Pointwise {
                     };
                     return;
                 }
-                Kernel::Generic => {}
+                Kernel::Neon | Kernel::Generic => {}
             }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if self.kernel == Kernel::Neon {
+            let panel = self.kernel.panel();
+            assert!(
+                self.packed.len() == self.cout.div_ceil(panel) * panel * k
+                    && self.packed_bias.len() == self.cout.div_ceil(panel) * panel
+                    && c0.is_multiple_of(panel)
+                    && c0 <= c1
+                    && c1 <= self.cout,
+                "NEON 1x1 kernel misconfigured"
+            );
+            // SAFETY: `packed` and `packed_bias` hold all panels, `c0` starting one (asserted
+            // above); `run` bounded every row of A and C; NEON is baseline on aarch64.
+            unsafe {
+                super::gemm_neon::gemm(
+                    m,
+                    k,
+                    n,
+                    src.data.as_ptr().add(src.off),
+                    src.ld,
+                    self.packed.as_ptr().add(c0 * k),
+                    self.packed_bias.as_ptr().add(c0),
+                    dst.as_mut_ptr().add(off_dst),
+                    ld_dst,
+                    self.act == Act::Relu,
+                    accumulate,
+                )
+            };
+            return;
         }
         // SAFETY: `run` bounded every row and column the GEMM reads or writes.
         unsafe {

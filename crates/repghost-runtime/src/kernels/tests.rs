@@ -1,5 +1,5 @@
-//! The 1×1 (packed AVX-512 and AVX2 kernels where this CPU runs them, and the gemm-crate
-//! path), stem and squeeze-excite kernels against their definitions, alone and split between
+//! The 1×1 (packed AVX-512, AVX2 and NEON kernels where this CPU runs them, and the
+//! gemm-crate path), stem and squeeze-excite kernels against their definitions, alone and split between
 //! the two threads of a team, with padded pixel strides and channel offsets as the executor
 //! uses them. (Depthwise has its own tests in `depthwise.rs`, the 12-row AVX2 tile in
 //! `gemm256.rs`.) `REPGHOST_SIMD` selects which packed kernels a run covers; CI runs every
@@ -48,6 +48,15 @@ fn pointwise_kernels_match_the_definition() {
             let w = r.vec(cout * cin);
             let b = r.vec(cout);
             let best = Pointwise::new(&w, cout, cin, b.clone(), act).unwrap();
+            // Each CPU's own packed kernel for the activations it fuses.
+            let own = match crate::simd::level() {
+                crate::simd::Level::Avx512 => Kernel::Avx512,
+                crate::simd::Level::Avx2 => Kernel::Avx2,
+                _ if cfg!(target_arch = "aarch64") => Kernel::Neon,
+                _ => Kernel::Generic,
+            };
+            let fused = matches!(act, Act::Relu | Act::None);
+            assert_eq!(best.kernel(), if fused { own } else { Kernel::Generic });
             let (ld, off) = (cin + 5, 3);
             let src = r.vec(m * ld);
             let (ldd, offd) = (cout + 7, 2);
@@ -67,7 +76,7 @@ fn pointwise_kernels_match_the_definition() {
                     };
                 }
             }
-            for kernel in [Kernel::Avx512, Kernel::Avx2, Kernel::Generic] {
+            for kernel in [Kernel::Avx512, Kernel::Avx2, Kernel::Neon, Kernel::Generic] {
                 let pw = best.copy_with_kernel(kernel);
                 for t in [None, Some(&team)] {
                     let mut dst = prior.clone();
