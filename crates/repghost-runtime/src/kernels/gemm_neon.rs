@@ -143,11 +143,21 @@ unsafe fn tile<const R: usize>(
             let mut kk = 0;
             while kk + 4 <= k {
                 let x: [float32x4_t; R] = std::array::from_fn(|r| vld1q_f32(ap.add(r * lda + kk)));
-                let (w0, w1, w2, w3) = (w(kk), w(kk + 1), w(kk + 2), w(kk + 3));
+                // One panel row at a time, so that 4 weight registers are live, not 16.
+                let w0 = w(kk);
                 for r in 0..R {
                     step::<0>(&mut acc[r], &w0, x[r]);
+                }
+                let w1 = w(kk + 1);
+                for r in 0..R {
                     step::<1>(&mut acc[r], &w1, x[r]);
+                }
+                let w2 = w(kk + 2);
+                for r in 0..R {
                     step::<2>(&mut acc[r], &w2, x[r]);
+                }
+                let w3 = w(kk + 3);
+                for r in 0..R {
                     step::<3>(&mut acc[r], &w3, x[r]);
                 }
                 kk += 4;
