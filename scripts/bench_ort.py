@@ -89,7 +89,9 @@ def prepare(name, size, d):
     train = os.path.join(d, f"{name}.safetensors")
     save_file({k: v.contiguous() for k, v in m.state_dict().items() if "num_batches" not in k}, train)
     deploy = os.path.join(d, f"{name}.deploy.safetensors")
-    subprocess.run([BIN, "convert", "--weights", train, "--out", deploy], check=True, capture_output=True)
+    # A bare state dict of 0.5x fits the "wo" ablation too: name the model.
+    subprocess.run([BIN, "convert", "--weights", train, "--model", name, "--out", deploy], check=True,
+                   capture_output=True)
     if hasattr(m, "convert_to_deploy"):
         m.convert_to_deploy()
     onnx_path = os.path.join(d, f"{name}.onnx")
