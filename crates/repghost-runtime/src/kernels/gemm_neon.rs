@@ -4,11 +4,10 @@
 //! registers, [`super::gemm256::pack`]), and C written with any row stride.
 //!
 //! Rows are taken 5 at a time: 20 accumulators, the 5 rows' next four values of k in 5
-//! registers and the panel's 4 weight registers fill 29 of the 32. Each group of four k
-//! steps loads the 5 rows once (`ldr q`) and multiplies by lane (`fmla v.4s, v.4s, v.s[j]`),
-//! so 80 FMAs cost 21 loads: about 1.26 instructions per FMA, against 2.0 (m 784, k 24,
-//! n 72) and 1.5 (m 196, k 80, n 240) for the gemm crate, plus its separate epilogue pass
-//! (instruction counts under `qemu-aarch64 -singlestep`, docs/platforms.md).
+//! registers and one panel row's 4 weight registers fill 29 of the 32. Each group of four k
+//! steps loads the 5 rows once (`ldr q`) and multiplies by lane (`fmla v.4s, v.4s, v.s[j]`):
+//! 80 FMAs against 18 loads. docs/platforms.md compares the instructions it executes per
+//! layer with the gemm crate's (which packs A on every call and adds an epilogue pass).
 
 use std::arch::aarch64::*;
 
