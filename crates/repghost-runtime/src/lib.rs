@@ -1,8 +1,8 @@
 //! A dependency-light CPU engine for deploy-form RepGhostNet and GhostNet (no deep-learning
 //! framework): it loads the re-parameterized weights that `repghost convert` writes and runs
-//! the fused graph — NHWC maps, 1×1 convs as GEMMs on weights packed at load time (AVX-512 and
-//! AVX2 kernels of its own, the gemm crate elsewhere) with fused bias, activation and residual
-//! add, hand-vectorized depthwise kernels with the same fusions, bottlenecks run depth-first in
+//! the fused graph — NHWC maps, 1×1 convs as GEMMs on weights packed at load time (AVX-512,
+//! AVX2 and NEON kernels of its own, the gemm crate elsewhere) with fused bias, activation and
+//! residual add, hand-vectorized depthwise kernels (x86 and NEON) with the same fusions, bottlenecks run depth-first in
 //! strips of rows, SE in place, and a workspace planned once so that inference allocates
 //! nothing.
 //!
