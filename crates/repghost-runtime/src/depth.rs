@@ -381,65 +381,23 @@ mod tests {
         let mut seed = 3;
         let team = Team::new().unwrap();
         let (cin, mid, cout) = (12, 36, 20);
-        let p1 = Pointwise::new(
-            &rnd(&mut seed, mid * cin),
-            mid,
-            cin,
-            rnd(&mut seed, mid),
-            Act::Relu,
-        )
-        .unwrap();
-        let d1 = Depthwise::new(
-            &rnd(&mut seed, mid * 9),
-            mid,
-            3,
-            1,
-            rnd(&mut seed, mid),
-            Act::Relu,
-        )
-        .unwrap();
-        let d2 = Depthwise::new(
-            &rnd(&mut seed, mid * 25),
-            mid,
-            5,
-            2,
-            rnd(&mut seed, mid),
-            Act::None,
-        )
-        .unwrap();
-        let p2 = Pointwise::new(
-            &rnd(&mut seed, cout * mid),
-            cout,
-            mid,
-            rnd(&mut seed, cout),
-            Act::None,
-        )
-        .unwrap();
-        let d3 = Depthwise::new(
-            &rnd(&mut seed, cout * 9),
-            cout,
-            3,
-            1,
-            rnd(&mut seed, cout),
-            Act::None,
-        )
-        .unwrap();
-        let q1 = Pointwise::new(
-            &rnd(&mut seed, mid * cout),
-            mid,
-            cout,
-            rnd(&mut seed, mid),
-            Act::Relu,
-        )
-        .unwrap();
-        let q2 = Pointwise::new(
-            &rnd(&mut seed, cout * mid),
-            cout,
-            mid,
-            rnd(&mut seed, cout),
-            Act::None,
-        )
-        .unwrap();
+        // Weights then biases drawn from one stream, layer by layer; `k == 1` is a 1×1 conv.
+        let mut layer = |cin: usize, cout: usize, k: usize, stride: usize, act: Act| {
+            let w = rnd(&mut seed, cout * if k == 1 { cin } else { k * k });
+            let b = rnd(&mut seed, cout);
+            if k == 1 {
+                (Some(Pointwise::new(&w, cout, cin, b, act).unwrap()), None)
+            } else {
+                (None, Some(Depthwise::new(&w, cout, k, stride, b, act).unwrap()))
+            }
+        };
+        let p1 = layer(cin, mid, 1, 1, Act::Relu).0.unwrap();
+        let d1 = layer(mid, mid, 3, 1, Act::Relu).1.unwrap();
+        let d2 = layer(mid, mid, 5, 2, Act::None).1.unwrap();
+        let p2 = layer(mid, cout, 1, 1, Act::None).0.unwrap();
+        let d3 = layer(cout, cout, 3, 1, Act::None).1.unwrap();
+        let q1 = layer(cout, mid, 1, 1, Act::Relu).0.unwrap();
+        let q2 = layer(mid, cout, 1, 1, Act::None).0.unwrap();
         let strided = [Op::Pw(&p1), Op::Dw(&d1), Op::Dw(&d2), Op::Pw(&p2), Op::Dw(&d3)];
         let flat = [Op::Pw(&q1), Op::Dw(&d1), Op::Pw(&q2), Op::Dw(&d3)];
         for (h, w) in [(37, 23), (8, 8), (3, 50), (64, 9)] {

@@ -18,22 +18,23 @@ pub struct Profile {
 
 impl Profile {
     pub fn add(&mut self, kind: &'static str, ms: f64) {
+        self.add_n(kind, ms, 1);
+    }
+
+    fn add_n(&mut self, kind: &'static str, ms: f64, n: u64) {
         match self.entries.iter_mut().find(|e| e.0 == kind) {
             Some(e) => {
                 e.1 += ms;
-                e.2 += 1;
+                e.2 += n;
             }
-            None => self.entries.push((kind, ms, 1)),
+            None => self.entries.push((kind, ms, n)),
         }
     }
 
     /// Adds `other`'s times and counts to these (the shares of a batch's threads).
     pub fn merge(&mut self, other: &Profile) {
         for &(kind, ms, n) in &other.entries {
-            self.add(kind, ms);
-            if let Some(e) = self.entries.iter_mut().find(|e| e.0 == kind) {
-                e.2 += n - 1;
-            }
+            self.add_n(kind, ms, n);
         }
     }
 }

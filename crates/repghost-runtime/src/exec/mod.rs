@@ -88,7 +88,7 @@ impl Model {
         ws: &'w mut Workspace,
         input: &[f32],
         layout: Layout,
-    ) -> Result<&'w [crate::FeatureMap]> {
+    ) -> Result<&'w [FeatureMap]> {
         self.check(ws, input)?;
         if ws.split.is_some() {
             self.run_split(ws, input, layout, true);

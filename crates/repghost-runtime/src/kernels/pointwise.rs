@@ -200,6 +200,18 @@ impl Pointwise {
         }
     }
 
+    /// Whether `packed` holds the kernel's panels of all `cin` rows and `cout` columns,
+    /// `packed_bias` holds `packed_bias` values, and columns `c0..c1` start at a panel and lie
+    /// within `cout`: the packed kernels' layout preconditions.
+    fn packed_fits(&self, packed_bias: usize, c0: usize, c1: usize) -> bool {
+        let panel = self.kernel.panel();
+        self.packed.len() == self.cout.div_ceil(panel) * panel * self.cin
+            && self.packed_bias.len() == packed_bias
+            && c0.is_multiple_of(panel)
+            && c0 <= c1
+            && c1 <= self.cout
+    }
+
     /// One thread's rows, output columns `c0..c1` (`c0` a multiple of the packed panel
     /// width) written from `dst[p * ld_dst + off_dst]` on (bounds checked by
     /// [`Pointwise::run`]).
@@ -222,12 +234,7 @@ impl Pointwise {
             // kernel's instructions, the panels cover all `cout` columns, and `c0` starts one.
             let panel = self.kernel.panel();
             let fits = |level: crate::simd::Level, packed_bias: usize| {
-                crate::simd::level().covers(level)
-                    && self.packed.len() == self.cout.div_ceil(panel) * panel * k
-                    && self.packed_bias.len() == packed_bias
-                    && c0.is_multiple_of(panel)
-                    && c0 <= c1
-                    && c1 <= self.cout
+                crate::simd::level().covers(level) && self.packed_fits(packed_bias, c0, c1)
             };
             let a = src.data.as_ptr().wrapping_add(src.off);
             let c = dst.as_mut_ptr().wrapping_add(off_dst);
@@ -294,11 +301,7 @@ impl Pointwise {
         if self.kernel == Kernel::Neon {
             let panel = self.kernel.panel();
             assert!(
-                self.packed.len() == self.cout.div_ceil(panel) * panel * k
-                    && self.packed_bias.len() == self.cout.div_ceil(panel) * panel
-                    && c0.is_multiple_of(panel)
-                    && c0 <= c1
-                    && c1 <= self.cout,
+                self.packed_fits(self.cout.div_ceil(panel) * panel, c0, c1),
                 "NEON 1x1 kernel misconfigured"
             );
             // SAFETY: `packed` and `packed_bias` hold all panels, `c0` starting one (asserted
