@@ -24,6 +24,8 @@ enum Command {
     Info(cmd::info::Args),
     /// Re-parameterize a checkpoint (train or official convert.py form) into deploy weights.
     Convert(cmd::convert::Args),
+    /// Quantize a model to INT8 (static, calibrated on images) for the runtime's INT8 kernels.
+    Quantize(cmd::quantize::Args),
     /// Classify images (or a preprocessed .npy batch): top-K classes, raw logits.
     Predict(cmd::predict::Args),
     /// Accuracy, loss and per-class accuracy on an ImageFolder or Fashion-MNIST.
@@ -56,6 +58,7 @@ fn main() {
     let result = match cli.command {
         Command::Info(a) => cmd::info::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
         Command::Predict(a) => cmd::predict::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -30,6 +30,7 @@ mod exec;
 mod kernels;
 mod model;
 mod profile;
+pub mod quant;
 mod simd;
 mod team;
 mod vector;

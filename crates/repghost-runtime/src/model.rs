@@ -17,6 +17,8 @@ use crate::kernels::depthwise::Depthwise;
 use crate::kernels::pointwise::Pointwise;
 use crate::kernels::se::Se;
 use crate::kernels::stem::Stem;
+use crate::quant::engine::QNet;
+use crate::quant::format::{Int8File, INT8};
 
 /// A ghost module: `primary` 1×1 conv, then the `cheap` depthwise conv on its output, joined
 /// by addition (RepGhost, already folded into `cheap`) or by concatenation (GhostNet).
@@ -75,6 +77,9 @@ pub struct Model {
     pub(crate) classifier: Pointwise,
     /// The plan the model was built from: layer names and geometry.
     pub(crate) plan: Plan,
+    /// An INT8 file's layers, which `run` computes with (the float layers above then hold
+    /// the dequantized weights, and compute `features`).
+    pub(crate) quant: Option<Box<QNet>>,
 }
 
 /// Where [`Model::from_plan`] finds the deploy-form tensors.
@@ -213,7 +218,7 @@ impl Reader<'_> {
     }
 }
 
-fn act(a: PlanAct) -> Act {
+pub(crate) fn act(a: PlanAct) -> Act {
     match a {
         PlanAct::None => Act::None,
         PlanAct::Relu | PlanAct::Module(Activation::Relu) => Act::Relu,
@@ -278,7 +283,20 @@ impl Model {
         check_config(&cfg)?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
         let name = meta.get("model").map_or("", String::as_str);
-        Model::from_plan(&Plan::new(&cfg), name, &st)
+        let plan = Plan::new(&cfg);
+        match meta.get("precision").map(String::as_str) {
+            None | Some("f32") => Model::from_plan(&plan, name, &st),
+            Some(INT8) => {
+                crate::quant::reference::convs_of(&plan)?;
+                let file = Int8File::new(st, &plan);
+                let mut m = Model::from_plan(&plan, name, &file)?;
+                m.quant = Some(Box::new(QNet::new(&plan, &file, &m)?));
+                Ok(m)
+            }
+            Some(p) => Err(bad(format!(
+                "metadata names precision '{p}'; the runtime runs f32 and int8"
+            ))),
+        }
     }
 
     /// The network `plan` describes, its deploy-form tensors read from `tensors`: each must
@@ -327,6 +345,7 @@ impl Model {
             conv_head,
             classifier,
             plan: plan.clone(),
+            quant: None,
         };
         m.check_channels()?;
         Ok(m)
@@ -379,6 +398,15 @@ impl Model {
         &self.plan
     }
 
+    /// `int8` for a model whose convolutions run the INT8 kernels, else `f32`.
+    pub fn precision(&self) -> &'static str {
+        if self.quant.is_some() {
+            INT8
+        } else {
+            "f32"
+        }
+    }
+
     /// Channels of the input image.
     pub fn in_chans(&self) -> usize {
         self.in_chans
@@ -408,7 +436,7 @@ impl std::fmt::Debug for Model {
 
 /// A configuration whose plan this engine can hold: the checks come before any plan is made,
 /// so that absurd numbers in a file's metadata cannot reach the arithmetic of the plan.
-fn check_config(cfg: &NetConfig) -> Result<()> {
+pub(crate) fn check_config(cfg: &NetConfig) -> Result<()> {
     let fits = cfg.width.is_finite()
         && cfg.width > 0.0
         && cfg.width <= 8.0

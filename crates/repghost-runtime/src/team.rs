@@ -190,7 +190,7 @@ fn helper(s: &Shared, i: usize) {
 impl Team {
     /// Splits `dst` at `at` and runs `f(0, first half)` here and `f(1, second half)` on the
     /// helper: how the kernels share one output buffer between the two threads.
-    pub fn halves(&self, dst: &mut [f32], at: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    pub fn halves<T: Send>(&self, dst: &mut [T], at: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
         let (d0, d1) = dst.split_at_mut(at);
         let parts = [
             (d0.as_mut_ptr() as usize, d0.len()),
@@ -199,7 +199,7 @@ impl Team {
         self.run(&|p| {
             let (ptr, len) = parts[p];
             // SAFETY: the two parts are disjoint halves of `dst`, each used by one thread.
-            let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) };
+            let part = unsafe { std::slice::from_raw_parts_mut(ptr as *mut T, len) };
             f(p, part);
         });
     }

@@ -122,6 +122,15 @@ impl RuntimeLogits {
         })
     }
 
+    /// A runtime model already loaded (an INT8 file's, say), run on `threads` threads.
+    pub fn from_runtime(rt: repghost_runtime::Model, threads: usize) -> Self {
+        RuntimeLogits {
+            rt,
+            cache: None,
+            threads: threads.max(1),
+        }
+    }
+
     /// Logits `[n, classes]` of an `[n, c, h, w]` batch.
     pub fn run(&mut self, inputs: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
         if self.cache.as_ref().map(|(s, _)| *s) != Some(shape) {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod net;
 pub mod onnx;
 mod ops;
+pub mod quantize;
 pub mod reparam;
 pub mod threads;
 pub mod variants;

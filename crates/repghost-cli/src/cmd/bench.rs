@@ -22,9 +22,14 @@ pub struct Args {
     /// Models to measure (random weights), e.g. repghostnet_100 ghostnet_100.
     #[arg(long, num_args = 1.., default_value = "repghostnet_100")]
     model: Vec<String>,
-    /// Measure these weights instead of random ones (deploy form for the runtime).
+    /// Measure these weights instead of random ones (deploy form for the runtime; an INT8
+    /// file runs the INT8 kernels).
     #[arg(long, conflicts_with = "model")]
     weights: Option<PathBuf>,
+    /// The runtime's precision for random weights: `int8` quantizes them, calibrated on
+    /// the benchmark's own random input (for timing only).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
     /// Engines: our runtime, burn's deploy forward, burn's train form (eval mode), or a
     /// whole training step of the train form (forward, backward, SGD update; batch ≥ 2).
     #[arg(long, value_enum, num_args = 1.., default_values = ["runtime"])]
@@ -63,6 +68,12 @@ pub struct Args {
     /// Text lines or one JSON object per line.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Precision {
+    F32,
+    Int8,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Debug)]
@@ -119,13 +130,23 @@ pub fn run(args: Args) -> Result<()> {
     if args.layers {
         return layers(&args, &models);
     }
+    let int8_file = match &args.weights {
+        Some(w) => repghost_runtime::quant::is_int8(&std::fs::read(w)?),
+        None => false,
+    };
     for (name, deploy, train) in &models {
-        let rt = to_runtime(deploy, Form::Deploy, name)?;
+        let f32_rt = to_runtime(deploy, Form::Deploy, name)?;
         let cin = deploy.config().in_chans;
         for &batch in &args.batch {
             let shape = [batch, cin, args.size, args.size];
             let mut rng = Rng::new(1);
             let x = rng.normals(shape.iter().product());
+            let int8_rt = match (&args.weights, args.precision) {
+                (Some(w), _) if int8_file => Some(repghost_runtime::Model::load(w)?),
+                (None, Precision::Int8) => Some(repghost::quantize::int8_runtime(deploy, name, &x, shape)?),
+                _ => None,
+            };
+            let rt = int8_rt.as_ref().unwrap_or(&f32_rt);
             for &threads in &args.threads {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
                 for &engine in &args.engine {
@@ -200,7 +221,12 @@ pub fn run(args: Args) -> Result<()> {
                         let eng = format!("{engine:?}")
                             .to_lowercase()
                             .replace("burntrain", "burn-train")
-                            .replace("trainstep", "train-step");
+                            .replace("trainstep", "train-step")
+                            + if engine == Engine::Runtime && int8_rt.is_some() {
+                                "-int8"
+                            } else {
+                                ""
+                            };
                         match args.format {
                             Format::Json => println!(
                                 "{}",
@@ -215,7 +241,7 @@ pub fn run(args: Args) -> Result<()> {
                                     String::new()
                                 };
                                 println!(
-                                    "{name:<18} {eng:<10} threads {threads}{split} batch {batch:<3} median {median:8.2} ms  min {min:8.2} ms  {:8.1} img/s",
+                                    "{name:<18} {eng:<12} threads {threads}{split} batch {batch:<3} median {median:8.2} ms  min {min:8.2} ms  {:8.1} img/s",
                                     batch as f64 * 1e3 / median
                                 )
                             }

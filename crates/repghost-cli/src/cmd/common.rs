@@ -48,7 +48,8 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// Which engine computes: our CPU runtime (the deploy graph; train-form weights are
-    /// re-parameterized in memory first) or burn. `auto`: the runtime on the CPU, burn on a GPU.
+    /// re-parameterized in memory first; an INT8 file runs its INT8 kernels) or burn (an INT8
+    /// file's weights dequantized to float). `auto`: the runtime on the CPU, burn on a GPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: EngineArg,
     /// CPU threads that compute, whichever engine: the runtime's (a batch is split between
@@ -122,7 +123,10 @@ pub fn load(args: &ModelArgs) -> Result<Runner> {
     let uses_runtime = args.engine.uses_runtime(args.device);
     let threads = Threads::or_all(args.threads)?;
     threads.install()?;
-    let engine: Box<dyn Logits> = if uses_runtime {
+    let engine: Box<dyn Logits> = if uses_runtime && loaded.int8 {
+        let rt = repghost_runtime::Model::load(&args.src.weights)?;
+        Box::new(RuntimeLogits::from_runtime(rt, threads.get()))
+    } else if uses_runtime {
         let rt = RuntimeLogits::new(&model, loaded.form, &loaded.name, threads.get())?;
         Box::new(rt)
     } else {

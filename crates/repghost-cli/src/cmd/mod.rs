@@ -6,6 +6,7 @@ pub mod eval;
 pub mod export_onnx;
 pub mod info;
 pub mod predict;
+pub mod quantize;
 pub mod report;
 pub mod report_plot;
 pub mod train;

@@ -38,8 +38,7 @@ impl Model {
                         dst[j * size..(j + 1) * size].copy_from_slice(&f.data);
                     }
                 } else {
-                    let out = self.body(one, x, layout, false);
-                    self.pool(one, out);
+                    self.pooled(one, x, layout);
                     pooled[j * fin..(j + 1) * fin].copy_from_slice(&one.pooled);
                 }
             }

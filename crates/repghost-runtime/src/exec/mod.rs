@@ -75,8 +75,7 @@ impl Model {
         if ws.split.is_some() {
             self.run_split(ws, input, layout, false);
         } else {
-            let out = self.body(ws, input, layout, false);
-            self.pool(ws, out);
+            self.pooled(ws, input, layout);
         }
         self.head(ws);
         Ok(&ws.logits)
@@ -90,12 +89,38 @@ impl Model {
         layout: Layout,
     ) -> Result<&'w [FeatureMap]> {
         self.check(ws, input)?;
+        if self.quant.is_some() {
+            return Err(Error::Input(
+                "an INT8 model computes logits only: take feature maps from its float weights".into(),
+            ));
+        }
         if ws.split.is_some() {
             self.run_split(ws, input, layout, true);
         } else {
             self.body(ws, input, layout, true);
         }
         Ok(&ws.features)
+    }
+
+    /// Everything before the head, on the float or the INT8 layers: fills `ws.pooled`.
+    fn pooled(&self, ws: &mut Workspace, input: &[f32], layout: Layout) {
+        if let (Some(q), Some(qw)) = (self.quant.as_deref(), ws.q.as_mut()) {
+            let shape = (ws.batch, ws.height, ws.width);
+            let nchw = layout == Layout::Nchw;
+            self.int8_body(
+                q,
+                qw,
+                input,
+                nchw,
+                shape,
+                ws.team.as_ref(),
+                &mut ws.profile,
+                &mut ws.pooled,
+            );
+        } else {
+            let out = self.body(ws, input, layout, false);
+            self.pool(ws, out);
+        }
     }
 
     /// Stem and bottlenecks of the workspace's batch; returns the last block's output map.

@@ -7,6 +7,7 @@ use super::{chains, ld, FeatureMap, DEPTH_FIRST_MIN};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::profile::Profile;
+use crate::quant::engine::QWork;
 use crate::team::Team;
 
 /// A float buffer whose first element is 64-byte aligned.
@@ -139,6 +140,8 @@ pub struct Workspace {
     /// With several threads and images: the batch's shares, run in parallel through the
     /// stem, bottlenecks and pooling; the head then runs once over the batch's rows.
     pub(crate) split: Option<Split>,
+    /// An INT8 model's buffers (its float buffers are then empty).
+    pub(crate) q: Option<QWork>,
 }
 
 impl Workspace {
@@ -210,7 +213,11 @@ impl Model {
         }
         most = most.max(h * w * ld(self.final_conv.cout()));
         widest = widest.max(self.final_conv.cout());
-        let strip = if images > 0 { strip } else { 0 };
+        let int8 = self.quant.as_deref().filter(|_| images > 0);
+        let strip = if images > 0 && int8.is_none() { strip } else { 0 };
+        if int8.is_some() {
+            most = 0;
+        }
         Ok(Workspace {
             batch,
             height,
@@ -227,6 +234,7 @@ impl Model {
             features,
             team: None,
             split: None,
+            q: int8.map(|q| QWork::new(self, q, images, height, width)),
         })
     }
 
@@ -285,6 +293,9 @@ impl Model {
     /// Fills every buffer with NaN, so that a test can prove each output was written.
     pub fn poison(&self, ws: &mut Workspace) {
         ws.bufs.poison();
+        if let Some(q) = &mut ws.q {
+            q.poison();
+        }
         for b in ws.strips.iter_mut() {
             b.get_mut().fill(f32::NAN);
         }

@@ -8,6 +8,11 @@ pub mod gemm512;
 #[cfg(target_arch = "aarch64")]
 pub mod gemm_neon;
 pub mod pointwise;
+pub mod qdepthwise;
+pub mod qpointwise;
+#[cfg(test)]
+mod qtests;
+pub mod requant;
 pub mod se;
 pub mod stem;
 #[cfg(test)]

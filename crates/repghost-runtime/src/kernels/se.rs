@@ -49,6 +49,18 @@ impl Se {
         self.c
     }
 
+    /// Turns the channel sums of one image of `hw` pixels in `g` (`c` floats) into its
+    /// gates, in place; `hidden` holds the reduced channels' floats.
+    pub fn gates(&self, g: &mut [f32], hidden: &mut [f32], hw: usize) {
+        assert!(g.len() == self.c && hidden.len() == self.r, "SE gate buffers");
+        gate(self, g, hidden, hw);
+    }
+
+    /// Floats of the reduced layer.
+    pub fn reduced(&self) -> usize {
+        self.r
+    }
+
     /// `x` holds `n` images of `hw` pixels with row stride `ld`; `scratch` ≥ `2c + r` floats.
     /// With a team, a single image's two passes over the map (channel sums, scaling) are
     /// split between the threads by pixels; the tiny gate runs on the caller's thread.

@@ -31,6 +31,9 @@ pub struct Loaded {
     pub has_ema: bool,
     /// The preprocessing recorded with native weights; `None` for imported checkpoints.
     pub preprocess: Option<Preprocess>,
+    /// An INT8 file (`repghost quantize`): `model` holds its dequantized weights, and the
+    /// runtime runs its INT8 kernels from the file.
+    pub int8: bool,
 }
 
 /// Reads a native or timm `.safetensors`, an official `.pth`/`.pth.tar` training checkpoint,
@@ -138,6 +141,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions, device: &Device
         details: p.join("; "),
     })?;
     let preprocess = meta.and_then(|m| m.preprocess);
+    let int8 = source == "safetensors" && repghost_runtime::quant::is_int8(bytes);
     Ok(Loaded {
         model,
         name,
@@ -145,6 +149,7 @@ pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions, device: &Device
         source,
         has_ema,
         preprocess,
+        int8,
     })
 }
 

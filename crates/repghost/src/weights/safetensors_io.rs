@@ -35,6 +35,20 @@ pub fn read(path: &Path, bytes: &[u8]) -> Result<(StateDict, Option<Meta>)> {
         _ => None,
     };
     let mut sd = StateDict::new();
+    if header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("precision"))
+        .map(String::as_str)
+        == Some(repghost_runtime::quant::INT8)
+    {
+        for (name, shape, data) in
+            repghost_runtime::quant::dequantize(bytes).map_err(|e| fmt(e.to_string()))?
+        {
+            sd.insert(name, HostTensor { shape, data });
+        }
+        return Ok((sd, meta));
+    }
     for (name, view) in st.tensors() {
         if name.ends_with("num_batches_tracked") {
             continue;

@@ -1,0 +1,275 @@
+//! INT8 1×1 convolution: u8 activations (per-tensor scale and zero point) times s8 weights
+//! (per output channel), exact i32 sums, and the requantizing store of [`super::requant`].
+//!
+//! On AVX2 the products run through `vpmaddwd`: activations and weights widened to i16 and
+//! paired along the input channels, so that one instruction multiplies 16 pairs and adds
+//! each pair into an i32 lane. Nothing saturates (a pair sums to at most 2 · 255 · 127),
+//! unlike `vpmaddubsw`'s 16-bit sums. A tile is 6 pixels × 16 output channels; the 6 pixels'
+//! input pairs are packed once per tile and broadcast, the weights are packed at load time
+//! in 16-column panels of pairs. Elsewhere a portable loop computes the same sums.
+
+use super::check_len;
+use super::requant::{store, Requant};
+use crate::act::Act;
+use crate::error::{Error, Result};
+use crate::team::Team;
+
+/// Pixels per AVX2 tile.
+const MR: usize = 6;
+/// Output channels per panel.
+const NR: usize = 16;
+/// Input-channel pairs the AVX2 kernel packs on its stack (inputs of up to 2048 channels).
+const MAX_PAIRS: usize = 1024;
+
+/// An INT8 1×1 conv whose parts agree: `w` of `cout · cin` values, `bias` and
+/// `rq.sacc` of at least `cout` (padded to whole panels), and `packed` empty or packed for
+/// the AVX2 kernel ([`QPointwise::new`] establishes this).
+pub struct QPointwise {
+    cin: usize,
+    cout: usize,
+    /// `[cin][cout]`
+    wt: Vec<i16>,
+    /// Padded to whole panels; sums over raw inputs (the input zero point folded in).
+    bias: Vec<i32>,
+    rq: Requant,
+    /// AVX2 panels: `[cout / 16][cin / 2][16][2]` i16, zero-padded.
+    packed: Vec<i16>,
+}
+
+impl QPointwise {
+    /// From an s8 `[cout, cin]` weight, its i32 bias (input zero point folded in, see
+    /// [`super::requant::bias`]) and the output's quantization.
+    pub fn new(w: &[i8], cout: usize, cin: usize, bias: Vec<i32>, rq: Requant) -> Result<Self> {
+        if cin == 0 || cout == 0 {
+            return Err(Error::Model(format!("1x1 conv of {cin} → {cout} channels")));
+        }
+        check_len("int8 1x1 conv", "weight", w.len(), cout * cin)?;
+        check_len("int8 1x1 conv", "bias", bias.len(), cout)?;
+        check_len("int8 1x1 conv", "scale", rq.sacc.len(), cout.next_multiple_of(NR))?;
+        let mut wt = vec![0i16; cin * cout];
+        for o in 0..cout {
+            for i in 0..cin {
+                wt[i * cout + o] = w[o * cin + i] as i16;
+            }
+        }
+        let mut bias = bias;
+        bias.resize(cout.next_multiple_of(NR), 0);
+        let avx2 = cfg!(target_arch = "x86_64")
+            && crate::simd::level() != crate::simd::Level::Portable
+            && matches!(rq.act, Act::None | Act::Relu)
+            && cin.div_ceil(2) <= MAX_PAIRS;
+        let packed = if avx2 { pack(w, cout, cin) } else { Vec::new() };
+        Ok(QPointwise {
+            cin,
+            cout,
+            wt,
+            bias,
+            rq,
+            packed,
+        })
+    }
+
+    pub fn cout(&self) -> usize {
+        self.cout
+    }
+
+    /// `m` pixels of `src` (row stride `lds`, channels from 0) into `dst` (row stride `ldd`,
+    /// channels from 0).
+    pub fn run(&self, m: usize, src: &[u8], lds: usize, dst: &mut [u8], ldd: usize, team: Option<&Team>) {
+        if m == 0 {
+            return;
+        }
+        assert!(
+            lds >= self.cin && src.len() >= (m - 1) * lds + self.cin,
+            "int8 1x1 src too small"
+        );
+        assert!(
+            ldd >= self.cout && dst.len() >= (m - 1) * ldd + self.cout,
+            "int8 1x1 dst too small"
+        );
+        match team {
+            Some(t) if m >= 2 * MR => {
+                let split = (m / 2).next_multiple_of(MR);
+                t.halves(dst, split * ldd, &|p, part| {
+                    let (r0, r1) = if p == 0 { (0, split) } else { (split, m) };
+                    self.rows(r0, r1, src, lds, part, ldd);
+                });
+            }
+            _ => self.rows(0, m, src, lds, dst, ldd),
+        }
+    }
+
+    /// Pixels `r0..r1` of `src` into `dst`, which starts at pixel `r0`.
+    fn rows(&self, r0: usize, r1: usize, src: &[u8], lds: usize, dst: &mut [u8], ldd: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if !self.packed.is_empty() && crate::simd::level() != crate::simd::Level::Portable {
+            // SAFETY: the CPU has AVX2 (level() checked it); `packed`, `bias` and `rq.sacc`
+            // were built for this layer's shape by `new`; `src` holds rows `r0..r1` of `cin`
+            // bytes and `dst` rows `0..r1 - r0` of `cout` bytes (checked by `run`).
+            unsafe { avx2::rows(self, r0, r1, src, lds, dst, ldd) };
+            return;
+        }
+        portable(self, r0, r1, src, lds, dst, ldd);
+    }
+}
+
+/// Weights `[cout, cin]` as AVX2 panels of input-channel pairs.
+fn pack(w: &[i8], cout: usize, cin: usize) -> Vec<i16> {
+    let (panels, pairs) = (cout.div_ceil(NR), cin.div_ceil(2));
+    let mut p = vec![0i16; panels * pairs * NR * 2];
+    for o in 0..cout {
+        let (panel, col) = (o / NR, o % NR);
+        for i in 0..cin {
+            p[((panel * pairs + i / 2) * NR + col) * 2 + i % 2] = w[o * cin + i] as i16;
+        }
+    }
+    p
+}
+
+/// The definition: for each pixel, 64 output channels at a time, sums over the input
+/// channels (zero inputs skipped), then the store.
+fn portable(l: &QPointwise, r0: usize, r1: usize, src: &[u8], lds: usize, dst: &mut [u8], ldd: usize) {
+    let mut acc = [0i32; 64];
+    for r in r0..r1 {
+        let x = &src[r * lds..r * lds + l.cin];
+        let out = &mut dst[(r - r0) * ldd..];
+        for o0 in (0..l.cout).step_by(64) {
+            let n = (l.cout - o0).min(64);
+            let acc = &mut acc[..n];
+            acc.copy_from_slice(&l.bias[o0..o0 + n]);
+            for (i, &v) in x.iter().enumerate() {
+                if v != 0 {
+                    let w = &l.wt[i * l.cout + o0..][..n];
+                    acc.iter_mut()
+                        .zip(w)
+                        .for_each(|(a, &w)| *a += v as i32 * w as i32);
+                }
+            }
+            for (j, &a) in acc.iter().enumerate() {
+                out[o0 + j] = store(&l.rq, o0 + j, a, None);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{QPointwise, MAX_PAIRS, MR, NR};
+    use crate::act::Act;
+    use std::arch::x86_64::*;
+
+    /// Pixels `r0..r1` of `src` into `dst` (from its row 0), tile by tile.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `l.packed` holds `l`'s panels; `src` holds rows `r0..r1` of
+    /// `l.cin` bytes at stride `lds`; `dst` holds `r1 - r0` rows of `l.cout` bytes at stride
+    /// `ldd`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn rows(
+        l: &QPointwise,
+        r0: usize,
+        r1: usize,
+        src: &[u8],
+        lds: usize,
+        dst: &mut [u8],
+        ldd: usize,
+    ) {
+        let pairs = l.cin.div_ceil(2);
+        let mut ap = [0u32; MR * MAX_PAIRS];
+        let mut r = r0;
+        while r < r1 {
+            let rows = (r1 - r).min(MR);
+            for t in 0..MR {
+                let row = (t < rows).then(|| &src[(r + t) * lds..(r + t) * lds + l.cin]);
+                for p in 0..pairs {
+                    ap[p * MR + t] = match row {
+                        Some(x) => {
+                            let hi = x.get(2 * p + 1).copied().unwrap_or(0);
+                            x[2 * p] as u32 | (hi as u32) << 16
+                        }
+                        None => 0,
+                    };
+                }
+            }
+            for panel in 0..l.cout.div_ceil(NR) {
+                // SAFETY: `ap` holds `pairs` packed pairs of MR pixels; the panel and its
+                // bias and scales exist (`new` padded them to whole panels); the rows of `dst`
+                // written lie within it (the caller's contract).
+                unsafe {
+                    tile(
+                        l,
+                        &ap,
+                        pairs,
+                        panel,
+                        rows,
+                        dst.as_mut_ptr().add((r - r0) * ldd + panel * NR),
+                        ldd,
+                    )
+                };
+            }
+            r += rows;
+        }
+    }
+
+    /// One tile: MR pixels (`rows` of them stored) × one panel of 16 output channels.
+    ///
+    /// # Safety
+    /// As for [`rows`], with `dst` at the tile's first byte and `rows` rows there (a tile
+    /// writes the panel's `min(16, cout − 16 · panel)` bytes of each).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile(
+        l: &QPointwise,
+        ap: &[u32],
+        pairs: usize,
+        panel: usize,
+        rows: usize,
+        dst: *mut u8,
+        ldd: usize,
+    ) {
+        // SAFETY: every pointer below stays within `l.packed` (`panel < cout / 16` rounded
+        // up, `p < pairs`), `ap` (`pairs · MR`), the padded `bias` and `sacc`, and the
+        // caller's `dst` rows.
+        unsafe {
+            let wp = l.packed.as_ptr().add(panel * pairs * NR * 2);
+            let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+            for p in 0..pairs {
+                let w0 = _mm256_loadu_si256(wp.add(p * 32) as *const __m256i);
+                let w1 = _mm256_loadu_si256(wp.add(p * 32 + 16) as *const __m256i);
+                for (t, a) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_epi32(*ap.get_unchecked(p * MR + t) as i32);
+                    a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(x, w0));
+                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(x, w1));
+                }
+            }
+            let o = panel * NR;
+            let bias = [0, 8].map(|h| _mm256_loadu_si256(l.bias.as_ptr().add(o + h) as *const __m256i));
+            let sacc = [0, 8].map(|h| _mm256_loadu_ps(l.rq.sacc.as_ptr().add(o + h)));
+            let inv = _mm256_set1_ps(l.rq.inv);
+            let zp = _mm256_set1_epi32(l.rq.zp);
+            let (lo, hi) = (_mm256_set1_ps(-1024.0), _mm256_set1_ps(1024.0));
+            let relu = l.rq.act == Act::Relu;
+            let n = (l.cout - o).min(NR);
+            for (t, a) in acc.iter().enumerate().take(rows) {
+                let q = [0, 1].map(|h| {
+                    let mut y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a[h], bias[h])), sacc[h]);
+                    if relu {
+                        y = _mm256_max_ps(y, _mm256_setzero_ps());
+                    }
+                    let v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(y, inv), lo), hi);
+                    _mm256_add_epi32(_mm256_cvtps_epi32(v), zp)
+                });
+                let w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
+                let b8 = _mm256_permute4x64_epi64(_mm256_packus_epi16(w16, w16), 0x08);
+                let bytes = _mm256_castsi256_si128(b8);
+                let out = dst.add(t * ldd);
+                if n == NR {
+                    _mm_storeu_si128(out as *mut __m128i, bytes);
+                } else {
+                    let mut tmp = [0u8; 16];
+                    _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, bytes);
+                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), out, n);
+                }
+            }
+        }
+    }
+}
