@@ -33,6 +33,7 @@ pub struct QPointwise {
     bias: Vec<i32>,
     rq: Requant,
     /// AVX2 panels: `[cout / 16][cin / 2][16][2]` i16, zero-padded.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     packed: Vec<i16>,
 }
 
