@@ -188,41 +188,34 @@ impl Net {
             at(Point::Out(&b.ghost2.cheap.key), &mut e);
             x = e;
         }
-        let f = self.conv(&p.final_conv).run(&x);
-        let mut f = f;
+        let mut f = self.conv(&p.final_conv).run(&x);
         at(Point::Out(&p.final_conv.key), &mut f);
-        let hw = (f.h * f.w) as f64;
-        let pooled: Vec<f32> = (0..f.c)
-            .map(|c| (f.d.iter().skip(c).step_by(f.c).map(|&v| v as f64).sum::<f64>() / hw) as f32)
-            .collect();
-        let one = |d: Vec<f32>| Map {
-            h: 1,
-            w: 1,
-            c: d.len(),
-            d,
-        };
-        let hidden = self.conv(&p.conv_head).run(&one(pooled));
+        let hidden = self.conv(&p.conv_head).run(&means(&f));
         self.conv(&p.classifier).run(&hidden).d
     }
 
     /// Squeeze-excite in place: channel means, reduce + ReLU, expand, hard sigmoid, scale.
     fn squeeze_excite(&self, se: &plan::Se, y: &mut Map) {
-        let hw = (y.h * y.w) as f64;
-        let mean: Vec<f32> = (0..y.c)
-            .map(|c| (y.d.iter().skip(c).step_by(y.c).map(|&v| v as f64).sum::<f64>() / hw) as f32)
-            .collect();
-        let one = |d: Vec<f32>| Map {
-            h: 1,
-            w: 1,
-            c: d.len(),
-            d,
-        };
-        let r = self.conv(&se.reduce).run(&one(mean));
+        let r = self.conv(&se.reduce).run(&means(y));
         let g = self.conv(&se.expand).run(&r);
         let gates: Vec<f32> = g.d.iter().map(|&v| (v + 3.0).clamp(0.0, 6.0) / 6.0).collect();
         for px in y.d.chunks_exact_mut(y.c) {
             px.iter_mut().zip(&gates).for_each(|(v, &g)| *v *= g);
         }
+    }
+}
+
+/// The channel means of `m` (f64 sums), as a 1×1 map.
+fn means(m: &Map) -> Map {
+    let hw = (m.h * m.w) as f64;
+    let d = (0..m.c)
+        .map(|c| (m.d.iter().skip(c).step_by(m.c).map(|&v| v as f64).sum::<f64>() / hw) as f32)
+        .collect();
+    Map {
+        h: 1,
+        w: 1,
+        c: m.c,
+        d,
     }
 }
 
