@@ -2,29 +2,35 @@
 //! the requantizing store of [`super::requant`] and the residual add fused.
 //!
 //! Each input row is widened once into a ring of `k` float rows holding `q − zp` (exact
-//! small integers), and the taps are summed in f32 over 16 channels at a time: every product
-//! is an integer below 2¹⁵ and a sum of at most 25 of them stays below 2²⁴, so the float sums
-//! are the exact integer sums whatever the order or fusing of the additions, and the kernel
-//! runs at the speed of the float one.
+//! small integers), with `k/2` zero pixels on either side and the channels padded to a
+//! multiple of 16, so that every tap is an unconditional vector load. The taps are summed
+//! with the float kernels' vectors (four output pixels at a time, each input vector loaded
+//! once for the pixels it feeds): every product is an integer below 2¹⁵ and a sum of at most
+//! 25 of them stays below 2²⁴, so the float sums are the exact integer sums whatever the
+//! order or fusing of the additions. A row of sums is then stored through
+//! [`super::requant::store_exact_floats`].
 
 use std::sync::Mutex;
 
 use super::check_len;
 use super::depthwise::Shape;
-use super::requant::{quantize, Requant, Residual};
-use crate::act::Act;
+use super::requant::{store_exact_floats, Requant, Residual};
 use crate::error::{Error, Result};
-use crate::simd::{fmadd, multiversion};
+use crate::simd::vector_dispatch;
 use crate::team::Team;
+use crate::vector::Vf;
 
 /// An INT8 depthwise conv whose parts agree: `k` is 3 or 5, `stride` 1 or 2, `wf` holds
-/// `k² · c` and `bias` `c` values, `rq` scales for `c` channels ([`QDepthwise::new`]).
+/// `k² · cp` and `bias` `cp` values, `rq` scales for `cp` channels, `cp` is `c` rounded up
+/// to 16 ([`QDepthwise::new`]).
 pub struct QDepthwise {
     c: usize,
+    cp: usize,
     k: usize,
     stride: usize,
-    /// `[k*k][c]`, the s8 weights as floats.
+    /// `[k*k][cp]`, the s8 weights as floats, zero-padded.
     wf: Vec<f32>,
+    /// `cp` values, zero-padded.
     bias: Vec<i32>,
     zp_in: i32,
     rq: Requant,
@@ -55,14 +61,18 @@ impl QDepthwise {
             rq.sacc.len(),
             c.next_multiple_of(16),
         )?;
-        let mut wf = vec![0.0; k * k * c];
+        let cp = c.next_multiple_of(16);
+        let mut wf = vec![0.0; k * k * cp];
         for ch in 0..c {
             for tap in 0..k * k {
-                wf[tap * c + ch] = w[ch * k * k + tap] as f32;
+                wf[tap * cp + ch] = w[ch * k * k + tap] as f32;
             }
         }
+        let mut bias = bias;
+        bias.resize(cp, 0);
         Ok(QDepthwise {
             c,
+            cp,
             k,
             stride,
             wf,
@@ -80,9 +90,10 @@ impl QDepthwise {
         )
     }
 
-    /// Floats of scratch one thread needs for maps `w` pixels wide.
+    /// Floats of scratch one thread needs for maps `w` pixels wide: `k` padded input rows,
+    /// a row of zeros and a row of sums.
     pub fn ring_len(&self, w: usize) -> usize {
-        self.k * w * self.c
+        ((self.k + 1) * (w + self.k - 1) + w) * self.cp
     }
 
     /// `s.n` maps of `src` (row stride `lds`) into `dst` (row stride `ldd`). With `res`, the
@@ -135,13 +146,15 @@ impl QDepthwise {
     }
 }
 
-multiversion! {
+vector_dispatch! {
     /// Output rows `y0..y1` of one `h × w` map into `dst` (from its row `y0`).
-    fn rows(d: &QDepthwise, src: &[u8], h: usize, w: usize, lds: usize, y0: usize, y1: usize, dst: &mut [u8], ldd: usize, res: Option<Residual>, ring: &mut [f32]) => rows_body
+    fn rows_unchecked(d: &QDepthwise, src: &[u8], h: usize, w: usize, lds: usize, y0: usize, y1: usize, dst: &mut [u8], ldd: usize, res: Option<Residual>, ring: &mut [f32]) => rows_body
 }
 
-#[inline(always)]
-fn rows_body<const FMA: bool>(
+/// Output rows `y0..y1` of one `h × w` map (`src`, pixel stride `lds`) into `dst` (pixel
+/// stride `ldd`, from output row `y0`).
+#[allow(clippy::too_many_arguments)]
+fn rows(
     d: &QDepthwise,
     src: &[u8],
     h: usize,
@@ -154,13 +167,47 @@ fn rows_body<const FMA: bool>(
     res: Option<Residual>,
     ring: &mut [f32],
 ) {
-    let (k, c, p) = (d.k, d.c, d.k / 2);
+    let (oh, ow) = d.out_hw(h, w);
+    assert!(y0 <= y1 && y1 <= oh, "int8 depthwise rows {y0}..{y1} of {oh}");
+    if y0 == y1 {
+        return;
+    }
+    assert!(lds >= d.c && src.len() >= (h * w - 1) * lds + d.c);
+    assert!(ldd >= d.c && dst.len() >= ((y1 - y0) * ow - 1) * ldd + d.c);
+    assert!(ring.len() >= d.ring_len(w));
+    // SAFETY: the rows exist and the slices cover them (asserted above).
+    unsafe { rows_unchecked(d, src, h, w, lds, y0, y1, dst, ldd, res, ring) }
+}
+
+/// # Safety
+/// The CPU supports `V`; `y0 < y1 ≤` the output height; `src` holds `h · w` pixels of
+/// `d.c` bytes at stride `lds`, `dst` rows `y0..y1` of output pixels of `d.c` bytes at stride
+/// `ldd`, and `ring` [`QDepthwise::ring_len`] floats.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn rows_body<V: Vf, B: Vf, C: Vf>(
+    d: &QDepthwise,
+    src: &[u8],
+    h: usize,
+    w: usize,
+    lds: usize,
+    y0: usize,
+    y1: usize,
+    dst: &mut [u8],
+    ldd: usize,
+    res: Option<Residual>,
+    ring: &mut [f32],
+) {
+    let (k, c, cp, p) = (d.k, d.c, d.cp, d.k / 2);
     let (_, ow) = d.out_hw(h, w);
-    let len = w * c;
+    let rl = (w + 2 * p) * cp;
+    let (rows, sums) = ring.split_at_mut((k + 1) * rl);
+    // Borders, padded channels and the zero row (slot `k`) stay zero; widening writes
+    // only the pixels and channels of the map.
+    rows.fill(0.0);
     let mut held = [usize::MAX; 5];
     for oy in y0..y1 {
-        // The input rows of this output row, each in ring slot `iy % k` (k consecutive rows).
-        let mut slots = [usize::MAX; 5];
+        let mut slots = [k; 5];
         for (ky, slot) in slots.iter_mut().enumerate().take(k) {
             let Some(iy) = (oy * d.stride + ky).checked_sub(p).filter(|&v| v < h) else {
                 continue;
@@ -168,78 +215,87 @@ fn rows_body<const FMA: bool>(
             *slot = iy % k;
             if held[iy % k] != iy {
                 held[iy % k] = iy;
-                let to = &mut ring[(iy % k) * len..][..len];
-                for (px, t) in to.chunks_exact_mut(c).enumerate() {
+                let to = &mut rows[(iy % k) * rl + p * cp..][..w * cp];
+                for (px, t) in to.chunks_exact_mut(cp).enumerate() {
                     let from = &src[(iy * w + px) * lds..][..c];
-                    t.iter_mut()
-                        .zip(from)
-                        .for_each(|(t, &q)| *t = (q as i32 - d.zp_in) as f32);
+                    for (t, &q) in t[..c].iter_mut().zip(from) {
+                        *t = (q as i32 - d.zp_in) as f32;
+                    }
                 }
             }
         }
-        for ox in 0..ow {
-            let out = &mut dst[((oy - y0) * ow + ox) * ldd..][..c];
-            let mut cb = 0;
-            while cb + 16 <= c {
-                chunk::<FMA, 16>(d, ring, len, &slots, ox, w, cb, out, res);
-                cb += 16;
-            }
-            while cb < c {
-                chunk::<FMA, 1>(d, ring, len, &slots, ox, w, cb, out, res);
-                cb += 1;
+        let at = slots.map(|s| rows[s * rl..].as_ptr());
+        // SAFETY: the caller guarantees `V`; the ring rows hold `(w + 2p) · cp` floats and
+        // `sums` `w · cp ≥ ow · cp` (`ring_len`).
+        unsafe {
+            match (k, d.stride) {
+                (3, 1) => taps::<V, 3, 1>(d, &at, ow, sums),
+                (3, 2) => taps::<V, 3, 2>(d, &at, ow, sums),
+                (5, 1) => taps::<V, 5, 1>(d, &at, ow, sums),
+                _ => taps::<V, 5, 2>(d, &at, ow, sums),
             }
         }
+        let out = &mut dst[(oy - y0) * ow * ldd..];
+        store_exact_floats(&d.rq, &d.bias, sums, cp, out, ldd, (ow, c), res);
     }
 }
 
-/// Channels `cb..cb+L` of output pixel `ox` of the row whose input rows sit in `slots`.
+/// The exact sums of one output row, `ow` pixels of `cp` channels, into `sums`; `at[ky]`
+/// is the padded ring row of tap row `ky`.
+///
+/// # Safety
+/// The CPU supports `V`; each `at[ky]` points at `(ow − 1) · S + K` pixels of `d.cp`
+/// floats; `sums` holds `ow · d.cp` floats.
 #[inline(always)]
-fn chunk<const FMA: bool, const L: usize>(
+unsafe fn taps<V: Vf, const K: usize, const S: usize>(
     d: &QDepthwise,
-    ring: &[f32],
-    len: usize,
-    slots: &[usize; 5],
-    ox: usize,
-    w: usize,
-    cb: usize,
-    out: &mut [u8],
-    res: Option<Residual>,
+    at: &[*const f32; 5],
+    ow: usize,
+    sums: &mut [f32],
 ) {
-    let (k, c, p) = (d.k, d.c, d.k / 2);
-    let mut acc = [0.0f32; L];
-    for (ky, &slot) in slots.iter().enumerate().take(k) {
-        if slot == usize::MAX {
-            continue;
-        }
-        for kx in 0..k {
-            let Some(ix) = (ox * d.stride + kx).checked_sub(p).filter(|&v| v < w) else {
-                continue;
-            };
-            let x = &ring[slot * len + ix * c + cb..][..L];
-            let wt = &d.wf[(ky * k + kx) * c + cb..][..L];
-            for j in 0..L {
-                acc[j] = fmadd::<FMA>(x[j], wt[j], acc[j]);
+    let cp = d.cp;
+    // SAFETY: as the caller guarantees; `cb + V::L ≤ cp` (`cp` is a multiple of 16, and
+    // of every vector width).
+    unsafe {
+        let zero = V::splat(0.0);
+        for cb in (0..cp).step_by(V::L) {
+            let mut wt = [zero; 25];
+            for (tap, v) in wt.iter_mut().enumerate().take(K * K) {
+                *v = V::load(d.wf.as_ptr().add(tap * cp + cb));
+            }
+            let out = sums.as_mut_ptr().add(cb);
+            let mut ox = 0;
+            // Four output pixels; the 3·S + K input vectors of each tap row are loaded once.
+            while ox + 4 <= ow {
+                let mut a = [zero; 4];
+                for (ky, &row) in at.iter().enumerate().take(K) {
+                    let r = row.add(ox * S * cp + cb);
+                    let mut x = [zero; 11];
+                    for (j, x) in x.iter_mut().enumerate().take(3 * S + K) {
+                        *x = V::load(r.add(j * cp));
+                    }
+                    for kx in 0..K {
+                        for (i, a) in a.iter_mut().enumerate() {
+                            *a = V::fma(x[i * S + kx], wt[ky * K + kx], *a);
+                        }
+                    }
+                }
+                for (i, a) in a.iter().enumerate() {
+                    a.store(out.add((ox + i) * cp));
+                }
+                ox += 4;
+            }
+            while ox < ow {
+                let mut a = zero;
+                for (ky, &row) in at.iter().enumerate().take(K) {
+                    let r = row.add(ox * S * cp + cb);
+                    for kx in 0..K {
+                        a = V::fma(V::load(r.add(kx * cp)), wt[ky * K + kx], a);
+                    }
+                }
+                a.store(out.add(ox * cp));
+                ox += 1;
             }
         }
-    }
-    // `requant::store`, one step at a time over the chunk, so that it vectorizes.
-    let (bias, sacc) = (&d.bias[cb..cb + L], &d.rq.sacc[cb..cb + L]);
-    let out = &mut out[cb..cb + L];
-    let mut y = [0.0f32; L];
-    for j in 0..L {
-        y[j] = (acc[j] as i32 + bias[j]) as f32 * sacc[j];
-    }
-    match d.rq.act {
-        Act::None => {}
-        Act::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
-        a => y.iter_mut().for_each(|v| *v = a.apply(*v)),
-    }
-    if let Some(r) = res {
-        for j in 0..L {
-            y[j] += (out[j] as i32 - r.zp) as f32 * r.scale;
-        }
-    }
-    for j in 0..L {
-        out[j] = quantize(y[j], d.rq.inv, d.rq.zp);
     }
 }

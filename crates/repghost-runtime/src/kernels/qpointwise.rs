@@ -157,6 +157,7 @@ fn portable(l: &QPointwise, r0: usize, r1: usize, src: &[u8], lds: usize, dst: &
 mod avx2 {
     use super::{QPointwise, MAX_PAIRS, MR, NR};
     use crate::act::Act;
+    use crate::kernels::requant::avx2::quantize16;
     use std::arch::x86_64::*;
 
     /// Pixels `r0..r1` of `src` into `dst` (from its row 0), tile by tile.
@@ -176,31 +177,28 @@ mod avx2 {
         ldd: usize,
     ) {
         let pairs = l.cin.div_ceil(2);
-        let mut ap = [0u32; MR * MAX_PAIRS];
+        // Each pixel's pairs, zero-extended, at stride `ps` (an odd multiple of 8 pairs, so
+        // that the tile's rows do not all fall in the same cache sets).
+        let ps = pairs.next_multiple_of(8) | 8;
+        let mut ap = [0u32; MR * (MAX_PAIRS + 8)];
         let mut r = r0;
         while r < r1 {
             let rows = (r1 - r).min(MR);
-            for t in 0..MR {
-                let row = (t < rows).then(|| &src[(r + t) * lds..(r + t) * lds + l.cin]);
-                for p in 0..pairs {
-                    ap[p * MR + t] = match row {
-                        Some(x) => {
-                            let hi = x.get(2 * p + 1).copied().unwrap_or(0);
-                            x[2 * p] as u32 | (hi as u32) << 16
-                        }
-                        None => 0,
-                    };
-                }
+            for t in 0..rows {
+                // SAFETY: row `r + t < r1` of `src` holds `cin` bytes (the caller's
+                // contract); the 16 pairs written per step lie within the row's `ps ≥
+                // pairs rounded up to 8` slots of `ap`.
+                unsafe { widen(&src[(r + t) * lds..][..l.cin], ap.as_mut_ptr().add(t * ps)) };
             }
             for panel in 0..l.cout.div_ceil(NR) {
-                // SAFETY: `ap` holds `pairs` packed pairs of MR pixels; the panel and its
-                // bias and scales exist (`new` padded them to whole panels); the rows of `dst`
-                // written lie within it (the caller's contract).
+                // SAFETY: `ap` holds `pairs` pairs of each of the tile's pixels at stride
+                // `ps`; the panel and its bias and scales exist (`new` padded them to whole
+                // panels); the rows of `dst` written lie within it (the caller's contract).
                 unsafe {
                     tile(
                         l,
                         &ap,
-                        pairs,
+                        (pairs, ps),
                         panel,
                         rows,
                         dst.as_mut_ptr().add((r - r0) * ldd + panel * NR),
@@ -209,6 +207,31 @@ mod avx2 {
                 };
             }
             r += rows;
+        }
+    }
+
+    /// The bytes of `x` zero-extended to u16 at `to`, followed by zeros up to a whole number
+    /// of 8 pairs.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `to` has room for `x.len()` rounded up to 16 u16 values.
+    #[inline(always)]
+    unsafe fn widen(x: &[u8], to: *mut u32) {
+        // SAFETY: as the caller guarantees; loads read `x` or `tail`.
+        unsafe {
+            let to = to as *mut u16;
+            let mut i = 0;
+            while i + 16 <= x.len() {
+                let v = _mm_loadu_si128(x.as_ptr().add(i) as *const __m128i);
+                _mm256_storeu_si256(to.add(i) as *mut __m256i, _mm256_cvtepu8_epi16(v));
+                i += 16;
+            }
+            if i < x.len() {
+                let mut tail = [0u8; 16];
+                tail[..x.len() - i].copy_from_slice(&x[i..]);
+                let v = _mm_loadu_si128(tail.as_ptr() as *const __m128i);
+                _mm256_storeu_si256(to.add(i) as *mut __m256i, _mm256_cvtepu8_epi16(v));
+            }
         }
     }
 
@@ -221,15 +244,15 @@ mod avx2 {
     unsafe fn tile(
         l: &QPointwise,
         ap: &[u32],
-        pairs: usize,
+        (pairs, ps): (usize, usize),
         panel: usize,
         rows: usize,
         dst: *mut u8,
         ldd: usize,
     ) {
         // SAFETY: every pointer below stays within `l.packed` (`panel < cout / 16` rounded
-        // up, `p < pairs`), `ap` (`pairs · MR`), the padded `bias` and `sacc`, and the
-        // caller's `dst` rows.
+        // up, `p < pairs`), `ap` (`MR` rows of `ps ≥ pairs`), the padded `bias` and `sacc`,
+        // and the caller's `dst` rows.
         unsafe {
             let wp = l.packed.as_ptr().add(panel * pairs * NR * 2);
             let mut acc = [[_mm256_setzero_si256(); 2]; MR];
@@ -237,31 +260,20 @@ mod avx2 {
                 let w0 = _mm256_loadu_si256(wp.add(p * 32) as *const __m256i);
                 let w1 = _mm256_loadu_si256(wp.add(p * 32 + 16) as *const __m256i);
                 for (t, a) in acc.iter_mut().enumerate() {
-                    let x = _mm256_set1_epi32(*ap.get_unchecked(p * MR + t) as i32);
+                    let x = _mm256_set1_epi32(*ap.get_unchecked(t * ps + p) as i32);
                     a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(x, w0));
                     a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(x, w1));
                 }
             }
             let o = panel * NR;
-            let bias = [0, 8].map(|h| _mm256_loadu_si256(l.bias.as_ptr().add(o + h) as *const __m256i));
-            let sacc = [0, 8].map(|h| _mm256_loadu_ps(l.rq.sacc.as_ptr().add(o + h)));
-            let inv = _mm256_set1_ps(l.rq.inv);
-            let zp = _mm256_set1_epi32(l.rq.zp);
-            let (lo, hi) = (_mm256_set1_ps(-1024.0), _mm256_set1_ps(1024.0));
+            let b0 = _mm256_loadu_si256(l.bias.as_ptr().add(o) as *const __m256i);
+            let b1 = _mm256_loadu_si256(l.bias.as_ptr().add(o + 8) as *const __m256i);
             let relu = l.rq.act == Act::Relu;
             let n = (l.cout - o).min(NR);
             for (t, a) in acc.iter().enumerate().take(rows) {
-                let q = [0, 1].map(|h| {
-                    let mut y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a[h], bias[h])), sacc[h]);
-                    if relu {
-                        y = _mm256_max_ps(y, _mm256_setzero_ps());
-                    }
-                    let v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(y, inv), lo), hi);
-                    _mm256_add_epi32(_mm256_cvtps_epi32(v), zp)
-                });
-                let w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
-                let b8 = _mm256_permute4x64_epi64(_mm256_packus_epi16(w16, w16), 0x08);
-                let bytes = _mm256_castsi256_si128(b8);
+                let sums = [_mm256_add_epi32(a[0], b0), _mm256_add_epi32(a[1], b1)];
+                let sacc = l.rq.sacc.as_ptr().add(o);
+                let bytes = quantize16(sums, sacc, relu, l.rq.inv, l.rq.zp, None);
                 let out = dst.add(t * ldd);
                 if n == NR {
                     _mm_storeu_si128(out as *mut __m128i, bytes);

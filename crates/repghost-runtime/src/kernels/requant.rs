@@ -53,6 +53,44 @@ pub fn store(rq: &Requant, o: usize, acc: i32, res: Option<(Residual, u8)>) -> u
     quantize(y, rq.inv, rq.zp)
 }
 
+/// Stores `c` channels of each of `px` pixels (`out`, stride `ldo`) from float sums `acc`
+/// (stride `lda`) that hold exact integers, bias not included: byte `o` of a pixel is
+/// [`store`] of `acc[o] + bias[o]`, with the residual already in `out` when `res`. `acc`'s
+/// pixels, `bias` and `rq.sacc` hold `c` rounded up to 16 values (read, not stored).
+#[allow(clippy::too_many_arguments)]
+pub fn store_exact_floats(
+    rq: &Requant,
+    bias: &[i32],
+    acc: &[f32],
+    lda: usize,
+    out: &mut [u8],
+    ldo: usize,
+    (px, c): (usize, usize),
+    res: Option<Residual>,
+) {
+    if px == 0 || c == 0 {
+        return;
+    }
+    let cp = c.next_multiple_of(16);
+    assert!(lda >= cp && acc.len() >= (px - 1) * lda + cp);
+    assert!(ldo >= c && out.len() >= (px - 1) * ldo + c);
+    assert!(bias.len() >= cp && rq.sacc.len() >= cp);
+    #[cfg(target_arch = "x86_64")]
+    if matches!(rq.act, Act::None | Act::Relu) && crate::simd::level() != crate::simd::Level::Portable {
+        // SAFETY: the CPU has AVX2 (level() checked it) and the slices hold the pixels and
+        // channels stored (asserted above).
+        unsafe { avx2::store_exact_floats(rq, bias, acc, lda, out, ldo, (px, c), res) };
+        return;
+    }
+    for p in 0..px {
+        let (a, q) = (&acc[p * lda..][..c], &mut out[p * ldo..][..c]);
+        for o in 0..c {
+            let r = res.map(|r| (r, q[o]));
+            q[o] = store(rq, o, a[o] as i32 + bias[o], r);
+        }
+    }
+}
+
 /// A conv's i32 bias: the float bias in units of `s_in · s_w[o]`, rounded, less
 /// `zp_in · Σ w[o]` so that sums over raw u8 inputs come out as sums over `q − zp_in`.
 pub fn bias(b: &[f32], sacc: &[f32], zp_in: u8, w: &[i8], per: usize) -> Vec<i32> {
@@ -66,4 +104,148 @@ pub fn bias(b: &[f32], sacc: &[f32], zp_in: u8, w: &[i8], per: usize) -> Vec<i32
             (q - zp_in as i64 * sum) as i32
         })
         .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    use super::{Requant, Residual};
+    use crate::act::Act;
+    use std::arch::x86_64::*;
+
+    /// [`super::store`] of 16 channels: the sums `a` (bias included), their scales at
+    /// `sacc`, the residual's 16 bytes `res`; `relu` for `Act::Relu`, else no activation.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `sacc` points at 16 floats.
+    #[inline(always)]
+    pub unsafe fn quantize16(
+        a: [__m256i; 2],
+        sacc: *const f32,
+        relu: bool,
+        inv: f32,
+        zp: i32,
+        res: Option<(Residual, __m128i)>,
+    ) -> __m128i {
+        // SAFETY: the caller guarantees AVX2 and the 16 floats at `sacc`. (No closures
+        // here: a closure is compiled without the caller's target features.)
+        unsafe {
+            let q0 = eight(a[0], sacc, relu, inv, zp, res, false);
+            let q1 = eight(a[1], sacc.add(8), relu, inv, zp, res, true);
+            let w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+            _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi16(w16, w16), 0x08))
+        }
+    }
+
+    /// Eight lanes of [`quantize16`], the upper eight with `upper` (residual bytes 8..16).
+    ///
+    /// # Safety
+    /// As for [`quantize16`], with 8 floats at `sacc`.
+    #[inline(always)]
+    unsafe fn eight(
+        a: __m256i,
+        sacc: *const f32,
+        relu: bool,
+        inv: f32,
+        zp: i32,
+        res: Option<(Residual, __m128i)>,
+        upper: bool,
+    ) -> __m256i {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let mut y = _mm256_mul_ps(_mm256_cvtepi32_ps(a), _mm256_loadu_ps(sacc));
+            if relu {
+                y = _mm256_max_ps(y, _mm256_setzero_ps());
+            }
+            if let Some((r, v)) = res {
+                let b = if upper { _mm_srli_si128(v, 8) } else { v };
+                let d = _mm256_sub_epi32(_mm256_cvtepu8_epi32(b), _mm256_set1_epi32(r.zp));
+                y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(r.scale)));
+            }
+            let v = _mm256_mul_ps(y, _mm256_set1_ps(inv));
+            let v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-1024.0)), _mm256_set1_ps(1024.0));
+            _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(zp))
+        }
+    }
+
+    /// [`super::store_exact_floats`] on AVX2.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `out` holds the pixels and channels stored, and `acc`'s
+    /// pixels, `bias` and `rq.sacc` `c` rounded up to 16 values; `rq.act` is `None` or
+    /// `Relu`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn store_exact_floats(
+        rq: &Requant,
+        bias: &[i32],
+        acc: &[f32],
+        lda: usize,
+        out: &mut [u8],
+        ldo: usize,
+        (px, c): (usize, usize),
+        res: Option<Residual>,
+    ) {
+        let relu = rq.act == Act::Relu;
+        // SAFETY: every access below is to channels `o..o + 16 ≤ c` of a pixel `p < px` of
+        // `out`, or `o + 16 ≤ c` rounded up to 16 of `acc`, `bias` and `rq.sacc`, or to
+        // the 16 bytes of `tail`.
+        unsafe {
+            for p in 0..px {
+                let (acc, out) = (acc.as_ptr().add(p * lda), out.as_mut_ptr().add(p * ldo));
+                let mut o = 0;
+                while o + 16 <= c {
+                    let r = residual(res, out.add(o));
+                    let v = sixteen(rq, bias, acc, o, relu, r);
+                    _mm_storeu_si128(out.add(o) as *mut __m128i, v);
+                    o += 16;
+                }
+                if o < c {
+                    let mut tail = [0u8; 16];
+                    std::ptr::copy_nonoverlapping(out.add(o), tail.as_mut_ptr(), c - o);
+                    let r = residual(res, tail.as_ptr());
+                    let v = sixteen(rq, bias, acc, o, relu, r);
+                    _mm_storeu_si128(tail.as_mut_ptr() as *mut __m128i, v);
+                    std::ptr::copy_nonoverlapping(tail.as_ptr(), out.add(o), c - o);
+                }
+            }
+        }
+    }
+
+    /// The residual with its 16 bytes at `p`. (A function, not a closure in `Option::map`:
+    /// a closure is compiled without its caller's target features.)
+    ///
+    /// # Safety
+    /// The CPU has AVX2; with `res`, `p` points at 16 bytes.
+    #[inline(always)]
+    unsafe fn residual(res: Option<Residual>, p: *const u8) -> Option<(Residual, __m128i)> {
+        let r = res?;
+        // SAFETY: as the caller guarantees.
+        Some((r, unsafe { _mm_loadu_si128(p as *const __m128i) }))
+    }
+
+    /// Channels `o..o + 16` of [`store_exact_floats`].
+    ///
+    /// # Safety
+    /// As for [`store_exact_floats`], with `o + 16` channels at `acc`, in `bias` and in
+    /// `rq.sacc`.
+    #[inline(always)]
+    unsafe fn sixteen(
+        rq: &Requant,
+        bias: &[i32],
+        acc: *const f32,
+        o: usize,
+        relu: bool,
+        r: Option<(Residual, __m128i)>,
+    ) -> __m128i {
+        // SAFETY: the caller guarantees AVX2 and `o + 16` values in each slice.
+        unsafe {
+            let (a, b) = (acc.add(o), bias.as_ptr().add(o));
+            let a0 = _mm256_cvtps_epi32(_mm256_loadu_ps(a));
+            let a1 = _mm256_cvtps_epi32(_mm256_loadu_ps(a.add(8)));
+            let b0 = _mm256_loadu_si256(b as *const __m256i);
+            let b1 = _mm256_loadu_si256(b.add(8) as *const __m256i);
+            let sums = [_mm256_add_epi32(a0, b0), _mm256_add_epi32(a1, b1)];
+            quantize16(sums, rq.sacc.as_ptr().add(o), relu, rq.inv, rq.zp, r)
+        }
+    }
 }
