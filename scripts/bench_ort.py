@@ -11,10 +11,17 @@ ours / ORT, printed with its spread (lowest and highest round), so that the mach
 between rounds hits both engines alike. The CPU model and the SIMD level our runtime chose are
 printed first (`REPGHOST_SIMD=avx2` measures the AVX2 kernels on an AVX-512 CPU).
 
-    pip install torch timm onnx onnxruntime safetensors numpy
+With `--precision int8` four engines take turns (the order rotating by one each round): our
+INT8 runtime (`repghost quantize` of the deploy weights, calibrated on `--calib-images`
+random-noise images), our FP32 runtime, ONNX Runtime FP32, and ONNX Runtime INT8: the same
+ONNX file quantized by `onnxruntime.quantization.quantize_static` (QDQ, per-channel s8
+weights, u8 activations, calibrated on the same noise). The ratios printed are ours INT8 over
+ORT FP32 and over ORT INT8, and our FP32 over ORT FP32.
+
+    pip install torch timm onnx onnxruntime safetensors numpy pillow
     cargo build --release
     python scripts/bench_ort.py --models repghostnet_050 repghostnet_100 repghostnet_200 \\
-        --threads 1 2 --batch 1 32 --rounds 10
+        --threads 1 2 --batch 1 32 --rounds 10 [--precision int8]
 """
 import argparse
 import json
@@ -81,6 +88,49 @@ def ours_round(deploy, batch, threads, size, runs):
     return r["median_ms"], r["simd"]
 
 
+def noise_folder(d, size, count):
+    """An ImageFolder of `count` random-noise PNG images (one class), for calibration."""
+    from PIL import Image
+    root = os.path.join(d, "calib")
+    os.makedirs(os.path.join(root, "noise"), exist_ok=True)
+    rng = np.random.RandomState(1)
+    for i in range(count):
+        px = rng.randint(0, 256, size=(size, size, 3), dtype=np.uint8)
+        Image.fromarray(px).save(os.path.join(root, "noise", f"{i:04}.png"))
+    return root
+
+
+def quantize_ours(deploy, calib, count, d):
+    """Our INT8 file of the deploy weights (`repghost quantize`, default options)."""
+    out = os.path.join(d, os.path.basename(deploy).replace(".deploy.", ".int8."))
+    subprocess.run([BIN, "quantize", "--weights", deploy, "--calib", calib, "--calib-images", str(count),
+                    "--out", out], check=True, capture_output=True)
+    return out
+
+
+def quantize_ort(onnx_path, size, count):
+    """ONNX Runtime's static QDQ quantization of `onnx_path`: per-channel s8 weights, u8
+    activations, calibrated on `count` random-noise inputs."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Noise(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.RandomState(1)
+            self.items = iter([{"input": rng.rand(1, 3, size, size).astype(np.float32)} for _ in range(count)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    pre = onnx_path.replace(".onnx", ".pre.onnx")
+    quant_pre_process(onnx_path, pre)
+    out = onnx_path.replace(".onnx", ".qdq.onnx")
+    quantize_static(pre, out, Noise(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
 def prepare(name, size, d):
     """A timm model with random weights (seed 0), as our deploy safetensors (`repghost convert`)
     and as an ONNX file of timm's re-parameterized form, both in directory `d`."""
@@ -100,26 +150,64 @@ def prepare(name, size, d):
     return deploy, onnx_path
 
 
-def measure(name, deploy, onnx_path, batch, threads, args):
-    s = ort_session(onnx_path, threads)
+def rounds(engines, rounds):
+    """Median ms per round of each engine, the engines taking turns in an order that rotates
+    by one each round."""
+    times = {k: [] for k in engines}
+    names = list(engines)
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            times[k].append(engines[k]())
+    return {k: np.array(v) for k, v in times.items()}
+
+
+def summary(num, den):
+    ratios = num / den
+    return {"median": float(np.median(ratios)), "low": float(ratios.min()), "high": float(ratios.max()),
+            "ratios": [round(float(v), 4) for v in ratios]}
+
+
+def measure(name, files, batch, threads, args):
     x = np.random.RandomState(0).randn(batch, 3, args.size, args.size).astype(np.float32)
     runs = args.runs if batch == 1 else max(3, args.runs // 8)
-    ours, theirs, simd = [], [], None
-    for r in range(args.rounds):
-        if r % 2 == 0:
-            theirs.append(ort_round(s, x, runs))
-            o, simd = ours_round(deploy, batch, threads, args.size, runs)
-            ours.append(o)
-        else:
-            o, simd = ours_round(deploy, batch, threads, args.size, runs)
-            ours.append(o)
-            theirs.append(ort_round(s, x, runs))
-    ratios = np.array(ours) / np.array(theirs)
-    return {"model": name, "batch": batch, "threads": threads, "size": args.size, "rounds": args.rounds,
-            "runs_per_round": runs, "simd": simd, "ort": ort.__version__,
-            "ours_ms": float(np.median(ours)), "ort_ms": float(np.median(theirs)),
-            "ratio_median": float(np.median(ratios)), "ratio_low": float(ratios.min()),
-            "ratio_high": float(ratios.max()), "ratios": [round(float(v), 4) for v in ratios]}
+    simd = {}
+
+    def ours(path, key):
+        def run():
+            ms, simd[key] = ours_round(path, batch, threads, args.size, runs)
+            return ms
+        return run
+
+    def theirs(path):
+        s = ort_session(path, threads)
+        return lambda: ort_round(s, x, runs)
+
+    engines = {"ours": ours(files["deploy"], "ours"), "ort": theirs(files["onnx"])}
+    if args.precision == "int8":
+        engines = {"ours_int8": ours(files["int8"], "ours_int8"), **engines, "ort_int8": theirs(files["qdq"])}
+    t = rounds(engines, args.rounds)
+    row = {"model": name, "batch": batch, "threads": threads, "size": args.size, "rounds": args.rounds,
+           "runs_per_round": runs, "simd": simd["ours"], "ort": ort.__version__,
+           **{f"{k}_ms": float(np.median(v)) for k, v in t.items()}}
+    row["ours_vs_ort"] = summary(t["ours"], t["ort"])
+    if args.precision == "int8":
+        row["int8_vs_ort"] = summary(t["ours_int8"], t["ort"])
+        row["int8_vs_ort_int8"] = summary(t["ours_int8"], t["ort_int8"])
+    return row
+
+
+def line(r, rounds):
+    def ratio(key):
+        v = r[key]
+        return f"{v['median']:.2f} ({v['low']:.2f}-{v['high']:.2f})"
+    head = f"{r['model']:<16} batch {r['batch']:<3} threads {r['threads']}  "
+    tail = f"  [{rounds} rounds, {r['simd']}]"
+    if "int8_vs_ort" not in r:
+        return (head + f"ours {r['ours_ms']:8.2f} ms  ORT {r['ort_ms']:8.2f} ms  ours/ORT " + ratio("ours_vs_ort")
+                + tail)
+    return (head + f"ours int8 {r['ours_int8_ms']:7.2f} ms  f32 {r['ours_ms']:7.2f}  ORT f32 {r['ort_ms']:7.2f}  "
+            f"ORT int8 {r['ort_int8_ms']:7.2f}  int8/ORT-f32 " + ratio("int8_vs_ort") + "  int8/ORT-int8 "
+            + ratio("int8_vs_ort_int8") + "  f32/ORT-f32 " + ratio("ours_vs_ort") + tail)
 
 
 def main():
@@ -131,6 +219,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=10, help="rounds per configuration (at least 2)")
     ap.add_argument("--runs", type=int, default=30,
                     help="timed inferences per engine and round at batch 1 (an eighth of it, at least 3, above)")
+    ap.add_argument("--precision", choices=["f32", "int8"], default="f32",
+                    help="int8: also time our INT8 runtime and ONNX Runtime's QDQ INT8 model")
+    ap.add_argument("--calib-images", type=int, default=32,
+                    help="random-noise calibration images for both INT8 models (timing only)")
     ap.add_argument("--json", help="also write one JSON object per configuration here")
     args = ap.parse_args()
     if args.rounds < 2 or args.runs < 1:
@@ -138,16 +230,18 @@ def main():
     print(f"CPU: {cpu_name()}; ONNX Runtime {ort.__version__}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as d:
+        calib = noise_folder(d, args.size, args.calib_images) if args.precision == "int8" else None
         for name in args.models:
             deploy, onnx_path = prepare(name, args.size, d)
+            files = {"deploy": deploy, "onnx": onnx_path}
+            if calib:
+                files["int8"] = quantize_ours(deploy, calib, args.calib_images, d)
+                files["qdq"] = quantize_ort(onnx_path, args.size, args.calib_images)
             for batch in args.batch:
                 for threads in args.threads:
-                    r = measure(name, deploy, onnx_path, batch, threads, args)
+                    r = measure(name, files, batch, threads, args)
                     rows.append(r)
-                    print(f"{name:<16} batch {batch:<3} threads {threads}  ours {r['ours_ms']:8.2f} ms  "
-                          f"ORT {r['ort_ms']:8.2f} ms  ours/ORT {r['ratio_median']:.2f} "
-                          f"({r['ratio_low']:.2f}-{r['ratio_high']:.2f}, {args.rounds} rounds, {r['simd']})",
-                          flush=True)
+                    print(line(r, args.rounds), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             for r in rows:

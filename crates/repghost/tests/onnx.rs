@@ -10,7 +10,10 @@ use std::path::Path;
 use burn::tensor::{Device, TensorData};
 use prost::Message;
 use repghost::npy::{self, Array};
-use repghost::onnx::{export, proto::ModelProto, ExportOptions};
+use repghost::onnx::{export, export_int8, proto::ModelProto, ExportOptions};
+use repghost::quantize::deploy_bytes_of;
+use repghost_runtime::quant::{Calibrator, QuantizeOptions};
+use repghost_runtime::Layout;
 use repghost::random::{calibrated, Rng};
 use repghost::variants::resolve;
 use repghost::weights::Form;
@@ -78,6 +81,79 @@ fn exported_graphs_hold_the_expected_operators() {
                 want,
                 n_out,
             );
+        }
+    }
+}
+
+/// An INT8 file exports as a QDQ graph: every quantized conv reads an INT8 weight and an
+/// INT32 bias through per-channel `DequantizeLinear` (axis 0), and every quantization point
+/// of the file passes through `QuantizeLinear` with its scale and zero point. With
+/// `REPGHOST_ONNX_DIR` the export is written with the INT8 runtime's logits, which
+/// `scripts/check_onnx.py` compares with ONNX Runtime's.
+#[test]
+fn int8_files_export_as_qdq_graphs() {
+    let size = 48;
+    for (name, per_channel) in [("repghostnet_050", true), ("repghostnet_100", false)] {
+        let deploy = calibrated(&resolve(name).unwrap().1.config(10), 21, size).reparameterize();
+        let bytes = deploy_bytes_of(&deploy, name, None).unwrap();
+        let shape = [2, 3, size, size];
+        let x = Rng::new(4).normals(shape.iter().product());
+        let mut cal = Calibrator::from_bytes(&bytes).unwrap();
+        cal.observe(&x, 2, size, size, Layout::Nchw).unwrap();
+        let opts = QuantizeOptions {
+            per_channel,
+            ..Default::default()
+        };
+        let int8 = cal.quantize(&opts).unwrap();
+        let eopts = ExportOptions {
+            dynamic_batch: true,
+            size: [size, size],
+            ..Default::default()
+        };
+        let path = Path::new("int8.safetensors");
+        let onnx = export_int8(path, &int8, &eopts).unwrap();
+        let m = ModelProto::decode(&onnx[..]).unwrap();
+        let g = m.graph.as_ref().unwrap();
+        let init = |n: &str| g.initializer.iter().find(|t| t.name == n);
+        let st = safetensors::SafeTensors::deserialize(&int8).unwrap();
+        let (mut weights, mut points) = (0, 0);
+        for key in st.names() {
+            if let Some(conv) = key.strip_suffix(".weight_scale") {
+                weights += 1;
+                let w = init(&format!("{conv}.weight_quantized")).expect("an INT8 weight");
+                assert_eq!(w.data_type, repghost::onnx::proto::INT8, "{conv}");
+                assert_eq!(w.raw_data, st.tensor(&format!("{conv}.weight")).unwrap().data(), "{conv}");
+                let b = init(&format!("{conv}.bias_quantized")).expect("an INT32 bias");
+                assert_eq!(b.data_type, repghost::onnx::proto::INT32, "{conv}");
+            }
+            if let Some(point) = key.strip_suffix(".output_scale") {
+                points += 1;
+                let s = init(key).expect("the output scale");
+                assert_eq!(s.raw_data, st.tensor(key).unwrap().data(), "{point}");
+                let q = g
+                    .node
+                    .iter()
+                    .filter(|n| n.op_type == "QuantizeLinear" && n.input[1] == key)
+                    .count();
+                assert!(q >= 1, "{point}: no QuantizeLinear");
+            }
+        }
+        let dq_weights = g
+            .node
+            .iter()
+            .filter(|n| n.op_type == "DequantizeLinear" && n.input[0].ends_with(".weight_quantized"))
+            .count();
+        assert!(weights > 0 && dq_weights == weights, "{name}: {dq_weights} of {weights}");
+        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert!(!ops.contains(&"BatchNormalization"));
+        assert_no_default_attributes(&m, name);
+        // The stem's output and each quantized conv's.
+        assert_eq!(points, weights + 1, "{name}");
+        if let Some(dir) = std::env::var_os("REPGHOST_ONNX_DIR") {
+            let rt = repghost_runtime::Model::from_bytes(&int8).unwrap();
+            let mut ws = rt.workspace_threads(2, size, size, 1).unwrap();
+            let want = rt.run(&mut ws, &x, Layout::Nchw).unwrap().to_vec();
+            write_case(Path::new(&dir), &format!("{name}_int8"), &onnx, x, shape, want, 10);
         }
     }
 }

@@ -4,7 +4,10 @@
 use repghost_plan::plan::{Act, Conv};
 use repghost_plan::BN_EPSILON;
 
+use std::collections::HashMap;
+
 use super::proto::*;
+use super::qdq::{bias_i32, QParams};
 use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::weights::{HostTensor, StateDict};
@@ -15,6 +18,11 @@ pub(super) struct Graph<'a> {
     pub opset: i64,
     pub count: usize,
     pub sd: &'a StateDict,
+    /// An INT8 file's quantization, exported as QDQ operators.
+    pub q: Option<&'a QParams>,
+    /// The quantization of each tensor a `DequantizeLinear` of activations outputs: its
+    /// scale, and the names of its scale and zero-point initializers.
+    pub quant: HashMap<String, (f32, String, String)>,
 }
 
 fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
@@ -88,6 +96,16 @@ impl Graph<'_> {
         name.into()
     }
 
+    fn init_raw(&mut self, name: &str, dims: &[usize], data_type: i32, raw_data: Vec<u8>) -> String {
+        self.inits.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type,
+            name: name.into(),
+            raw_data,
+        });
+        name.into()
+    }
+
     pub fn init_i64(&mut self, name: &str, data: &[i64]) -> String {
         self.inits.push(TensorProto {
             dims: vec![data.len() as i64],
@@ -137,8 +155,12 @@ impl Graph<'_> {
     }
 
     /// `c` without its activation: a conv with bias where `folded` (or where it has no
-    /// BatchNorm in any form), else a bias-free conv and its BatchNormalization.
+    /// BatchNorm in any form), else a bias-free conv and its BatchNormalization. A conv the
+    /// INT8 file quantizes reads its weight and bias through `DequantizeLinear`.
     pub fn conv(&mut self, x: &str, c: &Conv, folded: bool) -> Result<String> {
+        if let Some(qc) = self.q.and_then(|q| q.convs.get(&c.key)) {
+            return self.qconv(x, c, &qc.weight, &qc.weight_scale);
+        }
         match (&c.train, folded) {
             (Some((w, b)), false) => {
                 let y = self.conv_node(x, c, w, false)?;
@@ -146,6 +168,87 @@ impl Graph<'_> {
             }
             _ => self.conv_node(x, c, &c.key, true),
         }
+    }
+
+    /// A conv with s8 weights `w` (scales `ws`) and the i32 bias the runtime computes from
+    /// the float bias and the scale of its input `x`.
+    fn qconv(&mut self, x: &str, c: &Conv, w: &[i8], ws: &[f32]) -> Result<String> {
+        let k = &c.key;
+        let s_in = self
+            .quant
+            .get(x)
+            .map(|q| q.0)
+            .ok_or_else(|| Error::Invalid(format!("export: the input of '{k}' is not quantized")))?;
+        let shape = c.weight_shape();
+        if w.len() != shape.iter().product::<usize>() || ws.len() != c.cout {
+            return Err(Error::Invalid(format!(
+                "export: '{k}.weight' does not fit the plan's {shape:?}"
+            )));
+        }
+        let bias = self
+            .sd
+            .get(&format!("{k}.bias"))
+            .filter(|t| t.data.len() == c.cout)
+            .ok_or_else(|| Error::Invalid(format!("export: the weights have no tensor '{k}.bias' [{}]", c.cout)))?;
+        let sacc: Vec<f32> = ws.iter().map(|&s| s_in * s).collect();
+        let bq: Vec<i32> = bias.data.iter().zip(&sacc).map(|(&b, &s)| bias_i32(b, s)).collect();
+        let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let wq = self.init_raw(&format!("{k}.weight_quantized"), &shape, INT8, w.iter().map(|&v| v as u8).collect());
+        let wsn = self.init_raw(&format!("{k}.weight_scale"), &[c.cout], FLOAT, f32s(ws));
+        let wz = self.init_raw(&format!("{k}.weight_zero_point"), &[c.cout], INT8, vec![0; c.cout]);
+        let wd = self.node("DequantizeLinear", &[&wq, &wsn, &wz], vec![attr_int("axis", 0)]);
+        let bqn = self.init_raw(
+            &format!("{k}.bias_quantized"),
+            &[c.cout],
+            INT32,
+            bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        let bs = self.init_raw(&format!("{k}.bias_scale"), &[c.cout], FLOAT, f32s(&sacc));
+        let bz = self.init_raw(&format!("{k}.bias_zero_point"), &[c.cout], INT32, vec![0; 4 * c.cout]);
+        let bd = self.node("DequantizeLinear", &[&bqn, &bs, &bz], vec![attr_int("axis", 0)]);
+        let p = c.k / 2;
+        Ok(self.node(
+            "Conv",
+            &[x, &wd, &bd],
+            vec![
+                attr_ints("kernel_shape", &[c.k, c.k]),
+                attr_ints("strides", &[c.stride, c.stride]),
+                attr_ints("pads", &[p, p, p, p]),
+                attr_ints("dilations", &[1, 1]),
+                attr_int("group", c.groups as i64),
+            ],
+        ))
+    }
+
+    /// `x` quantized and dequantized at the INT8 file's output point of conv `key`; `x`
+    /// itself where there is no INT8 file.
+    pub fn qdq(&mut self, x: &str, key: &str) -> Result<String> {
+        let Some(q) = self.q else {
+            return Ok(x.to_string());
+        };
+        let &(scale, zp) = q
+            .outputs
+            .get(key)
+            .ok_or_else(|| Error::Invalid(format!("export: the INT8 file has no '{key}.output_scale'")))?;
+        let s = self.init_raw(&format!("{key}.output_scale"), &[], FLOAT, scale.to_le_bytes().to_vec());
+        let z = self.init_raw(&format!("{key}.output_zero_point"), &[], UINT8, vec![zp]);
+        Ok(self.requantize(x, (scale, s, z)))
+    }
+
+    /// `x` quantized and dequantized as tensor `like` is (squeeze-excite's output keeps its
+    /// input's quantization); `x` itself where `like` is not quantized.
+    pub fn qdq_like(&mut self, x: &str, like: &str) -> String {
+        match self.quant.get(like).cloned() {
+            Some(q) => self.requantize(x, q),
+            None => x.to_string(),
+        }
+    }
+
+    fn requantize(&mut self, x: &str, (scale, s, z): (f32, String, String)) -> String {
+        let q = self.node("QuantizeLinear", &[x, &s, &z], vec![]);
+        let d = self.node("DequantizeLinear", &[&q, &s, &z], vec![]);
+        self.quant.insert(d.clone(), (scale, s, z));
+        d
     }
 
     pub fn bn(&mut self, x: &str, key: &str, c: usize) -> Result<String> {

@@ -6,6 +6,7 @@
 
 mod graph;
 pub mod proto;
+mod qdq;
 
 use prost::Message;
 use repghost_data::Preprocess;
@@ -40,10 +41,15 @@ impl Default for ExportOptions {
 
 /// A ghost module: `act(cheap(act(primary(x))) [+ fusion BN] [+ identity])` for RepGhost, or
 /// the concatenation of `act(primary(x))` and `act(cheap(..))`, sliced, for GhostNet.
-fn ghost(g: &mut Graph, m: &Ghost, x: &str, form: Form) -> Result<String> {
+///
+/// With an INT8 file, the primary conv's output is quantized here, and so is the cheap
+/// conv's unless `last` (the block's second module, whose output is quantized after the
+/// residual add).
+fn ghost(g: &mut Graph, m: &Ghost, x: &str, form: Form, last: bool) -> Result<String> {
     let deploy = form == Form::Deploy;
     let x1 = g.conv(x, &m.primary, deploy)?;
     let x1 = g.act(&x1, m.primary.act);
+    let x1 = g.qdq(&x1, &m.primary.key)?;
     // The official `convert.py` folds the fusion branches into a bare cheap conv.
     let mut x2 = g.conv(&x1, &m.cheap, deploy || (!m.concat && form == Form::Fused))?;
     if form == Form::Train {
@@ -57,7 +63,7 @@ fn ghost(g: &mut Graph, m: &Ghost, x: &str, form: Form) -> Result<String> {
     }
     let x2 = g.act(&x2, m.cheap.act);
     if !m.concat {
-        return Ok(x2);
+        return if last { Ok(x2) } else { g.qdq(&x2, &m.cheap.key) };
     }
     let cat = g.node("Concat", &[&x1, &x2], vec![attr_int("axis", 1)]);
     if 2 * m.primary.cout == m.out {
@@ -72,9 +78,10 @@ fn ghost(g: &mut Graph, m: &Ghost, x: &str, form: Form) -> Result<String> {
 
 fn block(g: &mut Graph, b: &Block, x: &str, form: Form) -> Result<String> {
     let deploy = form == Form::Deploy;
-    let mut y = ghost(g, &b.ghost1, x, form)?;
+    let mut y = ghost(g, &b.ghost1, x, form, false)?;
     if let Some(c) = &b.conv_dw {
         y = g.conv(&y, c, deploy)?;
+        y = g.qdq(&y, &c.key)?;
     }
     if let Some(se) = &b.se {
         let p = g.node("GlobalAveragePool", &[&y], vec![]);
@@ -82,29 +89,38 @@ fn block(g: &mut Graph, b: &Block, x: &str, form: Form) -> Result<String> {
         let r = g.relu(&r);
         let e = g.conv(&r, &se.expand, true)?;
         let gate = g.hard_sigmoid(&e);
-        y = g.node("Mul", &[&y, &gate], vec![]);
+        let scaled = g.node("Mul", &[&y, &gate], vec![]);
+        y = g.qdq_like(&scaled, &y);
     }
-    y = ghost(g, &b.ghost2, &y, form)?;
-    Ok(match &b.shortcut {
+    y = ghost(g, &b.ghost2, &y, form, true)?;
+    let out = match &b.shortcut {
         Shortcut::Projection { dw, pw } => {
             let s = g.conv(x, dw, deploy)?;
+            let s = g.qdq(&s, &dw.key)?;
             let s = g.conv(&s, pw, deploy)?;
+            let s = g.qdq(&s, &pw.key)?;
             g.node("Add", &[&y, &s], vec![])
         }
         Shortcut::Identity => g.node("Add", &[&y, x], vec![]),
         Shortcut::None => y,
-    })
+    };
+    if b.ghost2.concat {
+        return Ok(out);
+    }
+    g.qdq(&out, &b.ghost2.cheap.key)
 }
 
 fn net(g: &mut Graph, plan: &Plan, form: Form) -> Result<()> {
     let deploy = form == Form::Deploy;
     let x = g.conv("input", &plan.stem, deploy)?;
-    let mut x = g.act(&x, plan.stem.act);
+    let x = g.act(&x, plan.stem.act);
+    let mut x = g.qdq(&x, &plan.stem.key)?;
     for b in &plan.blocks {
         x = block(g, b, &x, form)?;
     }
     let x = g.conv(&x, &plan.final_conv, deploy)?;
     let x = g.act(&x, plan.final_conv.act);
+    let x = g.qdq(&x, &plan.final_conv.key)?;
     let x = g.node("GlobalAveragePool", &[&x], vec![]);
     let x = g.conv(&x, &plan.conv_head, true)?;
     let x = g.act(&x, plan.conv_head.act);
@@ -157,6 +173,37 @@ pub fn export_state_dict(
     preprocess: Option<&Preprocess>,
     opts: &ExportOptions,
 ) -> Result<Vec<u8>> {
+    build(plan, sd, None, name, form, preprocess, opts)
+}
+
+/// Serializes an INT8 file (`repghost quantize`; `path` names it in errors) as a QDQ ONNX
+/// model: the deploy graph with `QuantizeLinear`/`DequantizeLinear` at every quantization
+/// point and per-channel `DequantizeLinear` on the s8 weights and i32 biases, with the file's
+/// scales (opset 13 or later). Model name and preprocessing come from the file's metadata.
+pub fn export_int8(path: &std::path::Path, int8: &[u8], opts: &ExportOptions) -> Result<Vec<u8>> {
+    if opts.opset < 13 {
+        return Err(Error::Invalid(format!(
+            "opset {}: per-channel DequantizeLinear needs opset 13 or later",
+            opts.opset
+        )));
+    }
+    let (sd, meta) = crate::weights::safetensors_io::read(path, int8)?;
+    let meta = meta.ok_or_else(|| Error::format(path, "an INT8 file without repghost metadata"))?;
+    let q = qdq::QParams::read(int8).map_err(|e| Error::format(path, e.to_string()))?;
+    let plan = Plan::new(&meta.config);
+    build(&plan, &sd, Some(&q), &meta.model, Form::Deploy, meta.preprocess.as_ref(), opts)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    plan: &Plan,
+    sd: &StateDict,
+    q: Option<&qdq::QParams>,
+    name: &str,
+    form: Form,
+    preprocess: Option<&Preprocess>,
+    opts: &ExportOptions,
+) -> Result<Vec<u8>> {
     if !(11..=21).contains(&opts.opset) {
         return Err(Error::Invalid(format!(
             "opset {} not supported (11 to 21)",
@@ -169,6 +216,8 @@ pub fn export_state_dict(
         opset: opts.opset,
         count: 0,
         sd,
+        q,
+        quant: Default::default(),
     };
     net(&mut g, plan, form)?;
     let cfg = &plan.config;
@@ -187,6 +236,7 @@ pub fn export_state_dict(
     let meta = [
         ("model", name.to_string()),
         ("form", form.as_str().to_string()),
+        ("precision", if q.is_some() { "int8" } else { "f32" }.to_string()),
         (
             "config",
             serde_json::to_string(cfg).map_err(|e| Error::Invalid(e.to_string()))?,
