@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use repghost_data::dataset::{batches, Dataset};
 use repghost_data::Preprocess;
-use repghost_runtime::quant::Calibrator;
+use repghost_runtime::quant::{Calibrator, PointSqnr, Simulator};
 use repghost_runtime::Layout;
 
 use crate::error::{Error, Result};
@@ -83,4 +83,29 @@ pub fn calibrate(
         return Err(Error::Invalid("no calibration image could be read".into()));
     }
     Ok((cal, failed))
+}
+
+/// The SQNR at every quantization point of `int8` against the float `deploy` file it was
+/// made from ([`Simulator::sqnr`]), on `indices` of `ds` preprocessed by `pre`.
+pub fn sqnr(
+    deploy: &[u8],
+    int8: &[u8],
+    ds: Arc<dyn Dataset>,
+    indices: &[usize],
+    pre: &Preprocess,
+) -> Result<Vec<PointSqnr>> {
+    let float = Calibrator::from_bytes(deploy)?;
+    let sim = Simulator::from_bytes(int8)?;
+    let (mut images, mut n, mut hw) = (Vec::new(), 0, (0, 0));
+    for b in batches(ds, indices.to_vec(), pre.clone(), 32, 3) {
+        if !b.indices.is_empty() {
+            let [k, _, h, w] = b.shape;
+            images.extend_from_slice(&b.inputs);
+            (n, hw) = (n + k, (h, w));
+        }
+    }
+    if n == 0 {
+        return Err(Error::Invalid("no image could be read".into()));
+    }
+    Ok(sim.sqnr(&float, &images, n, hw.0, hw.1, Layout::Nchw)?)
 }

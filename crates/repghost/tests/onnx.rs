@@ -12,12 +12,12 @@ use prost::Message;
 use repghost::npy::{self, Array};
 use repghost::onnx::{export, export_int8, proto::ModelProto, ExportOptions};
 use repghost::quantize::deploy_bytes_of;
-use repghost_runtime::quant::{Calibrator, QuantizeOptions};
-use repghost_runtime::Layout;
 use repghost::random::{calibrated, Rng};
 use repghost::variants::resolve;
 use repghost::weights::Form;
 use repghost::Model;
+use repghost_runtime::quant::{Calibrator, QuantizeOptions};
+use repghost_runtime::Layout;
 
 fn burn_logits(m: &Model, x: &[f32], shape: [usize; 4]) -> Vec<f32> {
     let t = burn::tensor::Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &Device::flex());
@@ -122,7 +122,11 @@ fn int8_files_export_as_qdq_graphs() {
                 weights += 1;
                 let w = init(&format!("{conv}.weight_quantized")).expect("an INT8 weight");
                 assert_eq!(w.data_type, repghost::onnx::proto::INT8, "{conv}");
-                assert_eq!(w.raw_data, st.tensor(&format!("{conv}.weight")).unwrap().data(), "{conv}");
+                assert_eq!(
+                    w.raw_data,
+                    st.tensor(&format!("{conv}.weight")).unwrap().data(),
+                    "{conv}"
+                );
                 let b = init(&format!("{conv}.bias_quantized")).expect("an INT32 bias");
                 assert_eq!(b.data_type, repghost::onnx::proto::INT32, "{conv}");
             }
@@ -143,7 +147,10 @@ fn int8_files_export_as_qdq_graphs() {
             .iter()
             .filter(|n| n.op_type == "DequantizeLinear" && n.input[0].ends_with(".weight_quantized"))
             .count();
-        assert!(weights > 0 && dq_weights == weights, "{name}: {dq_weights} of {weights}");
+        assert!(
+            weights > 0 && dq_weights == weights,
+            "{name}: {dq_weights} of {weights}"
+        );
         let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
         assert!(!ops.contains(&"BatchNormalization"));
         assert_no_default_attributes(&m, name);
@@ -153,7 +160,15 @@ fn int8_files_export_as_qdq_graphs() {
             let rt = repghost_runtime::Model::from_bytes(&int8).unwrap();
             let mut ws = rt.workspace_threads(2, size, size, 1).unwrap();
             let want = rt.run(&mut ws, &x, Layout::Nchw).unwrap().to_vec();
-            write_case(Path::new(&dir), &format!("{name}_int8"), &onnx, x, shape, want, 10);
+            write_case(
+                Path::new(&dir),
+                &format!("{name}_int8"),
+                &onnx,
+                x,
+                shape,
+                want,
+                10,
+            );
         }
     }
 }

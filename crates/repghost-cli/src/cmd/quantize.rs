@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use repghost::quantize::{calibrate, deploy_bytes, spread};
+use repghost::quantize::{calibrate, deploy_bytes, spread, sqnr};
 use repghost_data::idx::Split;
 use repghost_runtime::quant::{Clip, QuantizeOptions};
 
@@ -31,6 +31,11 @@ pub struct Args {
     /// One weight scale per layer instead of one per output channel.
     #[arg(long)]
     per_layer_weights: bool,
+    /// Then print the signal-to-quantization-noise ratio (dB) at every quantization point:
+    /// the simulated INT8 network against the float one, on this many of the calibration
+    /// images (where the error enters and how it grows; 0: not measured).
+    #[arg(long, default_value_t = 0)]
+    sqnr: usize,
     /// The INT8 safetensors file to write.
     #[arg(long)]
     out: PathBuf,
@@ -67,6 +72,8 @@ pub fn run(args: Args) -> Result<()> {
     let deploy = deploy_bytes(&loaded)?;
     let ds = repghost_data::open(&args.calib, Split::Train)?;
     let indices = spread(ds.as_ref(), args.calib_images);
+    let probe: Vec<usize> = indices.iter().copied().take(args.sqnr).collect();
+    let probe_ds = ds.clone();
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(indices.len() as u64);
         b.set_style(
@@ -94,6 +101,11 @@ pub fn run(args: Args) -> Result<()> {
     repghost::fsutil::write_atomic(&args.out, &bytes)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let secs = start.elapsed().as_secs_f64();
+    let table = if probe.is_empty() {
+        Vec::new()
+    } else {
+        sqnr(&deploy, &bytes, probe_ds, &probe, &pre)?
+    };
     match args.format {
         Format::Json => println!(
             "{}",
@@ -106,6 +118,10 @@ pub fn run(args: Args) -> Result<()> {
                 "weights": if opts.per_channel { "per-channel" } else { "per-layer" },
                 "bytes": bytes.len(),
                 "seconds": secs,
+                "sqnr_images": if table.is_empty() { 0 } else { probe.len() },
+                "sqnr_db": table.iter().map(|p| serde_json::json!({
+                    "point": p.key, "after_se": p.after_se, "db": p.db,
+                })).collect::<Vec<_>>(),
             })
         ),
         Format::Text => println!(
@@ -119,6 +135,16 @@ pub fn run(args: Args) -> Result<()> {
             args.out.display(),
             bytes.len() as f64 / 1e6
         ),
+    }
+    if args.format == Format::Text && !table.is_empty() {
+        println!(
+            "SQNR at each quantization point, on {} calibration images:",
+            probe.len()
+        );
+        for p in &table {
+            let what = if p.after_se { " (after SE)" } else { "" };
+            println!("  {:>6.1} dB  {}{what}", p.db, p.key);
+        }
     }
     Ok(())
 }

@@ -68,7 +68,7 @@ fn header<'a>(
 
 /// Observes a float deploy-form network on calibration images.
 pub struct Calibrator {
-    net: Net,
+    pub(super) net: Net,
     tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     meta: HashMap<String, String>,
     seen: HashMap<String, Observed>,
@@ -238,7 +238,7 @@ fn quantize_weight(w: &[f32], cout: usize, per_channel: bool) -> (Vec<i8>, Vec<f
 /// Simulated quantization of an INT8 file: the reference forward pass on its dequantized
 /// weights, every quantization point quantized and dequantized with the file's parameters.
 pub struct Simulator {
-    net: Net,
+    pub(super) net: Net,
     points: HashMap<String, (f32, u8)>,
 }
 
@@ -295,13 +295,18 @@ impl Simulator {
             )));
         }
         let x = image(x, c, h, w, layout == Layout::Nchw);
-        Ok(self.net.forward(&x, &mut |p, m: &mut Map| {
-            let (Point::Out(key) | Point::Rescaled(key)) = p;
-            let (s, zp) = self.points[key];
-            let (inv, zp) = (1.0 / s, zp as i32);
-            m.d.iter_mut()
-                .for_each(|v| *v = (quantize(*v, inv, zp) as i32 - zp) as f32 * s);
-        }))
+        Ok(self
+            .net
+            .forward(&x, &mut |p, m: &mut Map| self.fake_quantize(p, m)))
+    }
+
+    /// `m` quantized and dequantized with the parameters of point `p`.
+    pub(super) fn fake_quantize(&self, p: Point, m: &mut Map) {
+        let (Point::Out(key) | Point::Rescaled(key)) = p;
+        let (s, zp) = self.points[key];
+        let (inv, zp) = (1.0 / s, zp as i32);
+        m.d.iter_mut()
+            .for_each(|v| *v = (quantize(*v, inv, zp) as i32 - zp) as f32 * s);
     }
 }
 

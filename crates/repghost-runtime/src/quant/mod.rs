@@ -22,7 +22,9 @@ pub(crate) mod engine;
 pub(crate) mod format;
 mod observe;
 pub(crate) mod reference;
+mod sqnr;
 
 pub use calibrate::{dequantize, is_int8, Calibrator, FloatTensor, QuantizeOptions, Simulator};
 pub use format::INT8;
 pub use observe::Clip;
+pub use sqnr::PointSqnr;

@@ -189,13 +189,33 @@ impl Graph<'_> {
             .sd
             .get(&format!("{k}.bias"))
             .filter(|t| t.data.len() == c.cout)
-            .ok_or_else(|| Error::Invalid(format!("export: the weights have no tensor '{k}.bias' [{}]", c.cout)))?;
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "export: the weights have no tensor '{k}.bias' [{}]",
+                    c.cout
+                ))
+            })?;
         let sacc: Vec<f32> = ws.iter().map(|&s| s_in * s).collect();
-        let bq: Vec<i32> = bias.data.iter().zip(&sacc).map(|(&b, &s)| bias_i32(b, s)).collect();
+        let bq: Vec<i32> = bias
+            .data
+            .iter()
+            .zip(&sacc)
+            .map(|(&b, &s)| bias_i32(b, s))
+            .collect();
         let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        let wq = self.init_raw(&format!("{k}.weight_quantized"), &shape, INT8, w.iter().map(|&v| v as u8).collect());
+        let wq = self.init_raw(
+            &format!("{k}.weight_quantized"),
+            &shape,
+            INT8,
+            w.iter().map(|&v| v as u8).collect(),
+        );
         let wsn = self.init_raw(&format!("{k}.weight_scale"), &[c.cout], FLOAT, f32s(ws));
-        let wz = self.init_raw(&format!("{k}.weight_zero_point"), &[c.cout], INT8, vec![0; c.cout]);
+        let wz = self.init_raw(
+            &format!("{k}.weight_zero_point"),
+            &[c.cout],
+            INT8,
+            vec![0; c.cout],
+        );
         let wd = self.node("DequantizeLinear", &[&wq, &wsn, &wz], vec![attr_int("axis", 0)]);
         let bqn = self.init_raw(
             &format!("{k}.bias_quantized"),
@@ -204,7 +224,12 @@ impl Graph<'_> {
             bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
         );
         let bs = self.init_raw(&format!("{k}.bias_scale"), &[c.cout], FLOAT, f32s(&sacc));
-        let bz = self.init_raw(&format!("{k}.bias_zero_point"), &[c.cout], INT32, vec![0; 4 * c.cout]);
+        let bz = self.init_raw(
+            &format!("{k}.bias_zero_point"),
+            &[c.cout],
+            INT32,
+            vec![0; 4 * c.cout],
+        );
         let bd = self.node("DequantizeLinear", &[&bqn, &bs, &bz], vec![attr_int("axis", 0)]);
         let p = c.k / 2;
         Ok(self.node(
@@ -230,7 +255,12 @@ impl Graph<'_> {
             .outputs
             .get(key)
             .ok_or_else(|| Error::Invalid(format!("export: the INT8 file has no '{key}.output_scale'")))?;
-        let s = self.init_raw(&format!("{key}.output_scale"), &[], FLOAT, scale.to_le_bytes().to_vec());
+        let s = self.init_raw(
+            &format!("{key}.output_scale"),
+            &[],
+            FLOAT,
+            scale.to_le_bytes().to_vec(),
+        );
         let z = self.init_raw(&format!("{key}.output_zero_point"), &[], UINT8, vec![zp]);
         Ok(self.requantize(x, (scale, s, z)))
     }

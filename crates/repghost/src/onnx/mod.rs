@@ -191,7 +191,15 @@ pub fn export_int8(path: &std::path::Path, int8: &[u8], opts: &ExportOptions) ->
     let meta = meta.ok_or_else(|| Error::format(path, "an INT8 file without repghost metadata"))?;
     let q = qdq::QParams::read(int8).map_err(|e| Error::format(path, e.to_string()))?;
     let plan = Plan::new(&meta.config);
-    build(&plan, &sd, Some(&q), &meta.model, Form::Deploy, meta.preprocess.as_ref(), opts)
+    build(
+        &plan,
+        &sd,
+        Some(&q),
+        &meta.model,
+        Form::Deploy,
+        meta.preprocess.as_ref(),
+        opts,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

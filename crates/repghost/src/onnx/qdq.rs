@@ -44,7 +44,9 @@ fn floats(st: &SafeTensors, key: &str) -> Result<Vec<f32>> {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     if d.iter().any(|x| !x.is_finite() || *x <= 0.0) {
-        return Err(Error::Invalid(format!("tensor '{key}' holds a scale that is not positive")));
+        return Err(Error::Invalid(format!(
+            "tensor '{key}' holds a scale that is not positive"
+        )));
     }
     Ok(d)
 }
