@@ -9,6 +9,7 @@ pub mod gemm512;
 pub mod gemm_neon;
 pub mod pointwise;
 pub mod qdepthwise;
+pub mod qmaps;
 pub mod qpointwise;
 #[cfg(test)]
 mod qtests;

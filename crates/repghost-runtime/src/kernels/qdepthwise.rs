@@ -21,8 +21,8 @@ use crate::team::Team;
 use crate::vector::Vf;
 
 /// An INT8 depthwise conv whose parts agree: `k` is 3 or 5, `stride` 1 or 2, `wf` holds
-/// `k² · cp` and `bias` `cp` values, `rq` scales for `cp` channels, `cp` is `c` rounded up
-/// to 16 ([`QDepthwise::new`]).
+/// `k² · cp` values, `bias` and `rq`'s scales `c` rounded up to 16, and `cp` is `c` rounded
+/// up to 8 ([`QDepthwise::new`]).
 pub struct QDepthwise {
     c: usize,
     cp: usize,
@@ -30,7 +30,7 @@ pub struct QDepthwise {
     stride: usize,
     /// `[k*k][cp]`, the s8 weights as floats, zero-padded.
     wf: Vec<f32>,
-    /// `cp` values, zero-padded.
+    /// `c` rounded up to 16 values, zero-padded.
     bias: Vec<i32>,
     zp_in: i32,
     rq: Requant,
@@ -61,7 +61,7 @@ impl QDepthwise {
             rq.sacc.len(),
             c.next_multiple_of(16),
         )?;
-        let cp = c.next_multiple_of(16);
+        let cp = c.next_multiple_of(8);
         let mut wf = vec![0.0; k * k * cp];
         for ch in 0..c {
             for tap in 0..k * k {
@@ -69,7 +69,7 @@ impl QDepthwise {
             }
         }
         let mut bias = bias;
-        bias.resize(cp, 0);
+        bias.resize(c.next_multiple_of(16), 0);
         Ok(QDepthwise {
             c,
             cp,
@@ -91,9 +91,10 @@ impl QDepthwise {
     }
 
     /// Floats of scratch one thread needs for maps `w` pixels wide: `k` padded input rows,
-    /// a row of zeros and a row of sums.
+    /// a row of zeros and a row of sums (with room for the store's reads of whole groups of
+    /// 16 channels past its last pixel).
     pub fn ring_len(&self, w: usize) -> usize {
-        ((self.k + 1) * (w + self.k - 1) + w) * self.cp
+        ((self.k + 1) * (w + self.k - 1) + w) * self.cp + 16
     }
 
     /// `s.n` maps of `src` (row stride `lds`) into `dst` (row stride `ldd`). With `res`, the
@@ -225,14 +226,24 @@ unsafe fn rows_body<V: Vf, B: Vf, C: Vf>(
             }
         }
         let at = slots.map(|s| rows[s * rl..].as_ptr());
-        // SAFETY: the caller guarantees `V`; the ring rows hold `(w + 2p) · cp` floats and
-        // `sums` `w · cp ≥ ow · cp` (`ring_len`).
+        // Channel blocks of `V`'s width, then one of `B`'s (8 lanes or fewer) where `cp` is
+        // not a multiple of `V`'s.
+        let wide = cp - cp % V::L;
+        // SAFETY: the caller guarantees `V` and `B`; the ring rows hold `(w + 2p) · cp`
+        // floats and `sums` `w · cp ≥ ow · cp` (`ring_len`); `wide` is a multiple of `V::L`
+        // and `cp − wide` (0 or 8) one of `B::L` (8, 4 or 1).
         unsafe {
             match (k, d.stride) {
-                (3, 1) => taps::<V, 3, 1>(d, &at, ow, sums),
-                (3, 2) => taps::<V, 3, 2>(d, &at, ow, sums),
-                (5, 1) => taps::<V, 5, 1>(d, &at, ow, sums),
-                _ => taps::<V, 5, 2>(d, &at, ow, sums),
+                (3, 1) => taps::<V, 3, 1>(d, &at, ow, sums, 0..wide),
+                (3, 2) => taps::<V, 3, 2>(d, &at, ow, sums, 0..wide),
+                (5, 1) => taps::<V, 5, 1>(d, &at, ow, sums, 0..wide),
+                _ => taps::<V, 5, 2>(d, &at, ow, sums, 0..wide),
+            }
+            match (k, d.stride) {
+                (3, 1) => taps::<B, 3, 1>(d, &at, ow, sums, wide..cp),
+                (3, 2) => taps::<B, 3, 2>(d, &at, ow, sums, wide..cp),
+                (5, 1) => taps::<B, 5, 1>(d, &at, ow, sums, wide..cp),
+                _ => taps::<B, 5, 2>(d, &at, ow, sums, wide..cp),
             }
         }
         let out = &mut dst[(oy - y0) * ow * ldd..];
@@ -240,25 +251,26 @@ unsafe fn rows_body<V: Vf, B: Vf, C: Vf>(
     }
 }
 
-/// The exact sums of one output row, `ow` pixels of `cp` channels, into `sums`; `at[ky]`
-/// is the padded ring row of tap row `ky`.
+/// The exact sums of channels `chans` of one output row, `ow` pixels of `d.cp` channels,
+/// into `sums`; `at[ky]` is the padded ring row of tap row `ky`.
 ///
 /// # Safety
 /// The CPU supports `V`; each `at[ky]` points at `(ow − 1) · S + K` pixels of `d.cp`
-/// floats; `sums` holds `ow · d.cp` floats.
+/// floats; `sums` holds `ow · d.cp` floats; `chans` ends at most at `d.cp` and is a
+/// multiple of `V::L` long.
 #[inline(always)]
 unsafe fn taps<V: Vf, const K: usize, const S: usize>(
     d: &QDepthwise,
     at: &[*const f32; 5],
     ow: usize,
     sums: &mut [f32],
+    chans: std::ops::Range<usize>,
 ) {
     let cp = d.cp;
-    // SAFETY: as the caller guarantees; `cb + V::L ≤ cp` (`cp` is a multiple of 16, and
-    // of every vector width).
+    // SAFETY: as the caller guarantees; `cb + V::L ≤ chans.end ≤ cp`.
     unsafe {
         let zero = V::splat(0.0);
-        for cb in (0..cp).step_by(V::L) {
+        for cb in chans.step_by(V::L) {
             let mut wt = [zero; 25];
             for (tap, v) in wt.iter_mut().enumerate().take(K * K) {
                 *v = V::load(d.wf.as_ptr().add(tap * cp + cb));

@@ -191,19 +191,15 @@ mod avx2 {
                 unsafe { widen(&src[(r + t) * lds..][..l.cin], ap.as_mut_ptr().add(t * ps)) };
             }
             for panel in 0..l.cout.div_ceil(NR) {
+                // A last panel of at most 8 channels computes its first half only.
+                let half = l.cout - panel * NR <= NR / 2;
                 // SAFETY: `ap` holds `pairs` pairs of each of the tile's pixels at stride
                 // `ps`; the panel and its bias and scales exist (`new` padded them to whole
                 // panels); the rows of `dst` written lie within it (the caller's contract).
                 unsafe {
-                    tile(
-                        l,
-                        &ap,
-                        (pairs, ps),
-                        panel,
-                        rows,
-                        dst.as_mut_ptr().add((r - r0) * ldd + panel * NR),
-                        ldd,
-                    )
+                    let dst_tile = dst.as_mut_ptr().add((r - r0) * ldd + panel * NR);
+                    let tile = if half { tile::<false> } else { tile::<true> };
+                    tile(l, &ap, (pairs, ps), panel, rows, dst_tile, ldd)
                 };
             }
             r += rows;
@@ -235,13 +231,14 @@ mod avx2 {
         }
     }
 
-    /// One tile: MR pixels (`rows` of them stored) × one panel of 16 output channels.
+    /// One tile: MR pixels (`rows` of them stored) × one panel of 16 output channels (the
+    /// first 8 only unless `TWO`; the other 8 are then not stored).
     ///
     /// # Safety
     /// As for [`rows`], with `dst` at the tile's first byte and `rows` rows there (a tile
     /// writes the panel's `min(16, cout − 16 · panel)` bytes of each).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile(
+    unsafe fn tile<const TWO: bool>(
         l: &QPointwise,
         ap: &[u32],
         (pairs, ps): (usize, usize),
@@ -258,11 +255,17 @@ mod avx2 {
             let mut acc = [[_mm256_setzero_si256(); 2]; MR];
             for p in 0..pairs {
                 let w0 = _mm256_loadu_si256(wp.add(p * 32) as *const __m256i);
-                let w1 = _mm256_loadu_si256(wp.add(p * 32 + 16) as *const __m256i);
+                let w1 = if TWO {
+                    _mm256_loadu_si256(wp.add(p * 32 + 16) as *const __m256i)
+                } else {
+                    w0
+                };
                 for (t, a) in acc.iter_mut().enumerate() {
                     let x = _mm256_set1_epi32(*ap.get_unchecked(t * ps + p) as i32);
                     a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(x, w0));
-                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(x, w1));
+                    if TWO {
+                        a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(x, w1));
+                    }
                 }
             }
             let o = panel * NR;

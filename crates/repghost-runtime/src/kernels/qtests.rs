@@ -6,6 +6,7 @@
 
 use super::depthwise::Shape;
 use super::qdepthwise::QDepthwise;
+use super::qmaps;
 use super::qpointwise::QPointwise;
 use super::requant::{self, store, Requant, Residual};
 use crate::act::Act;
@@ -173,6 +174,60 @@ fn int8_depthwise_matches_the_definition() {
                         t.is_some()
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The element-wise map operations against `requant::quantize` value by value: float rows
+/// quantized (values far outside the range, and exact halves of a step, which round to
+/// even), channel sums, and rows scaled by gates; channel counts below, at and above 16.
+#[test]
+fn map_operations_match_the_definition() {
+    let mut r = Rnd(9);
+    for c in [5usize, 16, 37] {
+        let (px, lds, ldd) = (7, c + 3, c.next_multiple_of(16));
+        let (inv, zp) = (4.0, 100u8);
+        let mut src = r.f32s(px * lds, -40.0, 40.0);
+        // Exact halves of a step (x · inv = k + 0.5) and values beyond ±1024 steps.
+        for (i, v) in src.iter_mut().enumerate().step_by(3) {
+            *v = ((i % 50) as f32 - 25.0 + 0.5) / inv;
+        }
+        src[1] = 1e9;
+        src[2] = -1e9;
+        let mut got = vec![0xA5u8; px * ldd];
+        qmaps::quantize_rows(&src, lds, &mut got, ldd, (px, c), inv, zp);
+        for p in 0..px {
+            for ch in 0..ldd {
+                let want = if ch < c {
+                    requant::quantize(src[p * lds + ch], inv, zp as i32)
+                } else {
+                    0xA5
+                };
+                assert_eq!(got[p * ldd + ch], want, "quantize c {c} pixel {p} channel {ch}");
+            }
+        }
+        let map = r.u8s(px * ldd);
+        let mut sums = vec![0.0; c];
+        qmaps::dequantized_sums(&map, ldd, zp, 0.5, &mut sums);
+        for (ch, s) in sums.iter().enumerate() {
+            let want: i32 = (0..px).map(|p| map[p * ldd + ch] as i32 - zp as i32).sum();
+            assert_eq!(*s, want as f32 * 0.5, "sum of channel {ch} of {c}");
+        }
+        let mut g = r.f32s(c.next_multiple_of(16), 0.0, 1.0);
+        g[0] = 0.5;
+        g[c..].fill(0.0);
+        let mut got = map.clone();
+        qmaps::scale_rows(&mut got, ldd, &g, c, zp);
+        for p in 0..px {
+            for ch in 0..ldd {
+                let v = map[p * ldd + ch];
+                let want = if ch < c {
+                    requant::quantize((v as i32 - zp as i32) as f32 * g[ch], 1.0, zp as i32)
+                } else {
+                    v
+                };
+                assert_eq!(got[p * ldd + ch], want, "scale c {c} pixel {p} channel {ch}");
             }
         }
     }

@@ -55,8 +55,9 @@ pub fn store(rq: &Requant, o: usize, acc: i32, res: Option<(Residual, u8)>) -> u
 
 /// Stores `c` channels of each of `px` pixels (`out`, stride `ldo`) from float sums `acc`
 /// (stride `lda`) that hold exact integers, bias not included: byte `o` of a pixel is
-/// [`store`] of `acc[o] + bias[o]`, with the residual already in `out` when `res`. `acc`'s
-/// pixels, `bias` and `rq.sacc` hold `c` rounded up to 16 values (read, not stored).
+/// [`store`] of `acc[o] + bias[o]`, with the residual already in `out` when `res`. `bias`
+/// and `rq.sacc` hold `c` rounded up to 16 values, and `acc` has room for that many after
+/// its last pixel's start (read, not stored).
 #[allow(clippy::too_many_arguments)]
 pub fn store_exact_floats(
     rq: &Requant,
@@ -72,7 +73,7 @@ pub fn store_exact_floats(
         return;
     }
     let cp = c.next_multiple_of(16);
-    assert!(lda >= cp && acc.len() >= (px - 1) * lda + cp);
+    assert!(lda >= c && acc.len() >= (px - 1) * lda + cp);
     assert!(ldo >= c && out.len() >= (px - 1) * ldo + c);
     assert!(bias.len() >= cp && rq.sacc.len() >= cp);
     #[cfg(target_arch = "x86_64")]
@@ -131,8 +132,35 @@ pub mod avx2 {
         unsafe {
             let q0 = eight(a[0], sacc, relu, inv, zp, res, false);
             let q1 = eight(a[1], sacc.add(8), relu, inv, zp, res, true);
+            pack16(q0, q1)
+        }
+    }
+
+    /// Sixteen i32 lanes (each in 0..=255 after saturation) as bytes, in order.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[inline(always)]
+    pub unsafe fn pack16(q0: __m256i, q1: __m256i) -> __m128i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
             let w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
             _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi16(w16, w16), 0x08))
+        }
+    }
+
+    /// [`super::quantize`] of eight values before the saturation to u8 ([`pack16`] does
+    /// it): `round_half_even(clamp(y · inv, ±1024)) + zp`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[inline(always)]
+    pub unsafe fn quantize8(y: __m256, inv: f32, zp: i32) -> __m256i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            let v = _mm256_mul_ps(y, _mm256_set1_ps(inv));
+            let v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-1024.0)), _mm256_set1_ps(1024.0));
+            _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(zp))
         }
     }
 
@@ -161,9 +189,7 @@ pub mod avx2 {
                 let d = _mm256_sub_epi32(_mm256_cvtepu8_epi32(b), _mm256_set1_epi32(r.zp));
                 y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(r.scale)));
             }
-            let v = _mm256_mul_ps(y, _mm256_set1_ps(inv));
-            let v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-1024.0)), _mm256_set1_ps(1024.0));
-            _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(zp))
+            quantize8(y, inv, zp)
         }
     }
 

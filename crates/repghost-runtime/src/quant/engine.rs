@@ -10,12 +10,12 @@ use crate::error::Result;
 use crate::exec::ld;
 use crate::kernels::depthwise::Shape;
 use crate::kernels::qdepthwise::QDepthwise;
+use crate::kernels::qmaps;
 use crate::kernels::qpointwise::QPointwise;
-use crate::kernels::requant::{self, quantize, Requant, Residual};
+use crate::kernels::requant::{self, Requant, Residual};
 use crate::kernels::se::Se;
 use crate::model::{act, Model};
 use crate::profile::timed;
-use crate::simd::multiversion;
 use crate::team::Team;
 
 /// Row stride of a u8 map of `c` channels.
@@ -197,7 +197,7 @@ impl QWork {
                 ring = ring.max(dw.ring_len(w));
             }
             if let Some(s) = &b.se {
-                se = se.max(s.channels() + s.reduced());
+                se = se.max(s.channels().next_multiple_of(16) + s.reduced());
             }
             if let Some(d) = &b.dw {
                 (h, w) = d.out_hw(h, w);
@@ -256,14 +256,15 @@ impl Model {
         timed(profile, "stem", || {
             self.stem
                 .run(n, height, width, input, nchw, &mut qw.stem, ld(c0), team);
-            quantize_rows(
+            let q = q.stem_out;
+            qmaps::quantize_rows(
                 &qw.stem,
                 ld(c0),
                 &mut qw.bufs[0],
                 ldq(c0),
-                c0,
-                n * h * w,
-                q.stem_out,
+                (n * h * w, c0),
+                1.0 / q.scale,
+                q.zp,
             );
         });
         let mut x = 0;
@@ -393,67 +394,13 @@ impl Model {
 /// channel means, then `q' = round((q − zp) · gate) + zp`.
 fn squeeze_excite(se: &Se, q: Q, n: usize, hw: usize, buf: &mut [u8], ldc: usize, scratch: &mut [f32]) {
     let c = se.channels();
-    let (g, hidden) = scratch.split_at_mut(c);
+    let (g, hidden) = scratch.split_at_mut(c.next_multiple_of(16));
     let hidden = &mut hidden[..se.reduced()];
-    let zp = q.zp as i32;
     for img in 0..n {
         let map = &mut buf[img * hw * ldc..][..hw * ldc];
-        let mut sums = [0i32; 64];
-        for c0 in (0..c).step_by(64) {
-            let k = (c - c0).min(64);
-            sums[..k].fill(0);
-            for px in map.chunks_exact(ldc) {
-                sums[..k]
-                    .iter_mut()
-                    .zip(&px[c0..c0 + k])
-                    .for_each(|(s, &v)| *s += v as i32 - zp);
-            }
-            g[c0..c0 + k]
-                .iter_mut()
-                .zip(&sums[..k])
-                .for_each(|(g, &s)| *g = s as f32 * q.scale);
-        }
-        se.gates(g, hidden, hw);
-        scale_rows(map, ldc, g, zp);
-    }
-}
-
-multiversion! {
-    /// `px` rows of `c` floats (stride `lds`) quantized into u8 rows (stride `ldd`).
-    fn quantize_rows(src: &[f32], lds: usize, dst: &mut [u8], ldd: usize, c: usize, px: usize, q: Q) => quantize_rows_body
-}
-
-#[inline(always)]
-fn quantize_rows_body<const FMA: bool>(
-    src: &[f32],
-    lds: usize,
-    dst: &mut [u8],
-    ldd: usize,
-    c: usize,
-    px: usize,
-    q: Q,
-) {
-    let (inv, zp) = (1.0 / q.scale, q.zp as i32);
-    for p in 0..px {
-        let from = &src[p * lds..][..c];
-        dst[p * ldd..][..c]
-            .iter_mut()
-            .zip(from)
-            .for_each(|(t, &v)| *t = quantize(v, inv, zp));
-    }
-}
-
-multiversion! {
-    /// Each row of `map` (stride `ldc`) scaled by the gates: `q' = round((q − zp) · g) + zp`.
-    fn scale_rows(map: &mut [u8], ldc: usize, g: &[f32], zp: i32) => scale_rows_body
-}
-
-#[inline(always)]
-fn scale_rows_body<const FMA: bool>(map: &mut [u8], ldc: usize, g: &[f32], zp: i32) {
-    for px in map.chunks_exact_mut(ldc) {
-        px[..g.len()]
-            .iter_mut()
-            .zip(g)
-            .for_each(|(v, &gate)| *v = quantize((*v as i32 - zp) as f32 * gate, 1.0, zp));
+        qmaps::dequantized_sums(map, ldc, q.zp, q.scale, &mut g[..c]);
+        se.gates(&mut g[..c], hidden, hw);
+        g[c..].fill(0.0);
+        qmaps::scale_rows(map, ldc, g, c, q.zp);
     }
 }
