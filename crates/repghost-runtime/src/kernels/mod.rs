@@ -11,6 +11,8 @@ pub mod pointwise;
 pub mod qdepthwise;
 pub mod qmaps;
 pub mod qpointwise;
+#[cfg(target_arch = "aarch64")]
+mod qpointwise_sdot;
 #[cfg(test)]
 mod qtests;
 pub mod requant;

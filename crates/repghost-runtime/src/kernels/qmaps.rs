@@ -55,7 +55,7 @@ fn quantize_rows_body<const FMA: bool>(
 /// For each of the first `out.len()` channels of `map` (stride `ldc`), the sum over its
 /// pixels of `q − zp`, times `scale`: the dequantized channel sums.
 pub fn dequantized_sums(map: &[u8], ldc: usize, zp: u8, scale: f32, out: &mut [f32]) {
-    assert!(ldc >= out.len() && map.len() % ldc == 0);
+    assert!(ldc >= out.len() && map.len().is_multiple_of(ldc));
     sums_of(map, ldc, zp as i32, scale, out);
 }
 
@@ -87,7 +87,7 @@ fn sums_body<const FMA: bool>(map: &[u8], ldc: usize, zp: i32, scale: f32, out: 
 /// `q' = quantize((q − zp) · g, 1, zp)`. `g` holds the gates and zeros up to a multiple of
 /// 16 values (`gates` ≤ `g.len()` of them are used).
 pub fn scale_rows(map: &mut [u8], ldc: usize, g: &[f32], gates: usize, zp: u8) {
-    assert!(gates <= g.len() && g.len() % 16 == 0 && ldc >= gates && map.len() % ldc == 0);
+    assert!(gates <= g.len() && g.len().is_multiple_of(16) && ldc >= gates && map.len().is_multiple_of(ldc));
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() != crate::simd::Level::Portable {
         // SAFETY: the CPU has AVX2 (level() checked it); every pixel holds `gates` bytes and

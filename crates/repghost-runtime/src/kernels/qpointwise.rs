@@ -6,10 +6,14 @@
 //! each pair into an i32 lane. Nothing saturates (a pair sums to at most 2 · 255 · 127),
 //! unlike `vpmaddubsw`'s 16-bit sums. A tile is 6 pixels × 16 output channels; the 6 pixels'
 //! input pairs are packed once per tile and broadcast, the weights are packed at load time
-//! in 16-column panels of pairs. Elsewhere a portable loop computes the same sums.
+//! in 16-column panels of pairs. On aarch64 with the dot-product extension, `sdot`
+//! (`qpointwise_sdot.rs`). Elsewhere a portable loop computes the same sums.
 
 use super::check_len;
+#[cfg(target_arch = "aarch64")]
+use super::qpointwise_sdot as sdot;
 use super::requant::{store, Requant};
+#[cfg(target_arch = "x86_64")]
 use crate::act::Act;
 use crate::error::{Error, Result};
 use crate::team::Team;
@@ -19,11 +23,12 @@ const MR: usize = 6;
 /// Output channels per panel.
 const NR: usize = 16;
 /// Input-channel pairs the AVX2 kernel packs on its stack (inputs of up to 2048 channels).
+#[cfg(target_arch = "x86_64")]
 const MAX_PAIRS: usize = 1024;
 
 /// An INT8 1×1 conv whose parts agree: `w` of `cout · cin` values, `bias` and
-/// `rq.sacc` of at least `cout` (padded to whole panels), and `packed` empty or packed for
-/// the AVX2 kernel ([`QPointwise::new`] establishes this).
+/// `rq.sacc` of at least `cout` (padded to whole panels), and `packed` packed for this
+/// shape, for a kernel this CPU runs ([`QPointwise::new`] establishes this).
 pub struct QPointwise {
     cin: usize,
     cout: usize,
@@ -32,9 +37,19 @@ pub struct QPointwise {
     /// Padded to whole panels; sums over raw inputs (the input zero point folded in).
     bias: Vec<i32>,
     rq: Requant,
+    packed: Packed,
+}
+
+/// The weights as a fast kernel reads them.
+enum Packed {
+    /// The portable loop only.
+    None,
     /// AVX2 panels: `[cout / 16][cin / 2][16][2]` i16, zero-padded.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    packed: Vec<i16>,
+    #[cfg(target_arch = "x86_64")]
+    Avx2(Vec<i16>),
+    /// `sdot` panels `[cout / 16][cin / 4][16][4]` s8, and the bias for inputs `q − 128`.
+    #[cfg(target_arch = "aarch64")]
+    Sdot(Vec<i8>, Vec<i32>),
 }
 
 impl QPointwise {
@@ -55,11 +70,19 @@ impl QPointwise {
         }
         let mut bias = bias;
         bias.resize(cout.next_multiple_of(NR), 0);
-        let avx2 = cfg!(target_arch = "x86_64")
-            && crate::simd::level() != crate::simd::Level::Portable
+        let mut packed = Packed::None;
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::level() != crate::simd::Level::Portable
             && matches!(rq.act, Act::None | Act::Relu)
-            && cin.div_ceil(2) <= MAX_PAIRS;
-        let packed = if avx2 { pack(w, cout, cin) } else { Vec::new() };
+            && cin.div_ceil(2) <= MAX_PAIRS
+        {
+            packed = Packed::Avx2(pack(w, cout, cin));
+        }
+        #[cfg(target_arch = "aarch64")]
+        if sdot::available() && cin <= sdot::MAX_CIN {
+            let (w, b) = sdot::pack(w, cout, cin, &bias);
+            packed = Packed::Sdot(w, b);
+        }
         Ok(QPointwise {
             cin,
             cout,
@@ -72,6 +95,16 @@ impl QPointwise {
 
     pub fn cout(&self) -> usize {
         self.cout
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    pub(super) fn cin(&self) -> usize {
+        self.cin
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    pub(super) fn requant(&self) -> &Requant {
+        &self.rq
     }
 
     /// `m` pixels of `src` (row stride `lds`, channels from 0) into `dst` (row stride `ldd`,
@@ -102,19 +135,24 @@ impl QPointwise {
 
     /// Pixels `r0..r1` of `src` into `dst`, which starts at pixel `r0`.
     fn rows(&self, r0: usize, r1: usize, src: &[u8], lds: usize, dst: &mut [u8], ldd: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if !self.packed.is_empty() && crate::simd::level() != crate::simd::Level::Portable {
-            // SAFETY: the CPU has AVX2 (level() checked it); `packed`, `bias` and `rq.sacc`
-            // were built for this layer's shape by `new`; `src` holds rows `r0..r1` of `cin`
-            // bytes and `dst` rows `0..r1 - r0` of `cout` bytes (checked by `run`).
-            unsafe { avx2::rows(self, r0, r1, src, lds, dst, ldd) };
-            return;
+        match &self.packed {
+            // SAFETY: `new` packed the panels only where the CPU has AVX2 (level() checked
+            // it), for this layer's shape, with `bias` and `rq.sacc` padded to whole panels;
+            // `src` holds rows `r0..r1` of `cin` bytes and `dst` rows `0..r1 - r0` of `cout`
+            // bytes (checked by `run`).
+            #[cfg(target_arch = "x86_64")]
+            Packed::Avx2(w) => unsafe { avx2::rows(self, w, r0, r1, src, lds, dst, ldd) },
+            // SAFETY: as above, where the CPU has `sdot` (`sdot::available` checked it) and
+            // `cin ≤ sdot::MAX_CIN`.
+            #[cfg(target_arch = "aarch64")]
+            Packed::Sdot(w, b) => unsafe { sdot::rows(self, (w, b), r0, r1, src, lds, dst, ldd) },
+            Packed::None => portable(self, r0, r1, src, lds, dst, ldd),
         }
-        portable(self, r0, r1, src, lds, dst, ldd);
     }
 }
 
 /// Weights `[cout, cin]` as AVX2 panels of input-channel pairs.
+#[cfg(target_arch = "x86_64")]
 fn pack(w: &[i8], cout: usize, cin: usize) -> Vec<i16> {
     let (panels, pairs) = (cout.div_ceil(NR), cin.div_ceil(2));
     let mut p = vec![0i16; panels * pairs * NR * 2];
@@ -163,12 +201,14 @@ mod avx2 {
     /// Pixels `r0..r1` of `src` into `dst` (from its row 0), tile by tile.
     ///
     /// # Safety
-    /// The CPU has AVX2; `l.packed` holds `l`'s panels; `src` holds rows `r0..r1` of
+    /// The CPU has AVX2; `packed` holds `l`'s panels; `src` holds rows `r0..r1` of
     /// `l.cin` bytes at stride `lds`; `dst` holds `r1 - r0` rows of `l.cout` bytes at stride
     /// `ldd`.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn rows(
         l: &QPointwise,
+        packed: &[i16],
         r0: usize,
         r1: usize,
         src: &[u8],
@@ -199,7 +239,7 @@ mod avx2 {
                 unsafe {
                     let dst_tile = dst.as_mut_ptr().add((r - r0) * ldd + panel * NR);
                     let tile = if half { tile::<false> } else { tile::<true> };
-                    tile(l, &ap, (pairs, ps), panel, rows, dst_tile, ldd)
+                    tile(l, packed, &ap, (pairs, ps), panel, rows, dst_tile, ldd)
                 };
             }
             r += rows;
@@ -240,6 +280,7 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const TWO: bool>(
         l: &QPointwise,
+        packed: &[i16],
         ap: &[u32],
         (pairs, ps): (usize, usize),
         panel: usize,
@@ -247,11 +288,11 @@ mod avx2 {
         dst: *mut u8,
         ldd: usize,
     ) {
-        // SAFETY: every pointer below stays within `l.packed` (`panel < cout / 16` rounded
+        // SAFETY: every pointer below stays within `packed` (`panel < cout / 16` rounded
         // up, `p < pairs`), `ap` (`MR` rows of `ps ≥ pairs`), the padded `bias` and `sacc`,
         // and the caller's `dst` rows.
         unsafe {
-            let wp = l.packed.as_ptr().add(panel * pairs * NR * 2);
+            let wp = packed.as_ptr().add(panel * pairs * NR * 2);
             let mut acc = [[_mm256_setzero_si256(); 2]; MR];
             for p in 0..pairs {
                 let w0 = _mm256_loadu_si256(wp.add(p * 32) as *const __m256i);
