@@ -105,18 +105,23 @@ impl Model {
     /// Everything before the head, on the float or the INT8 layers: fills `ws.pooled`.
     fn pooled(&self, ws: &mut Workspace, input: &[f32], layout: Layout) {
         if let (Some(q), Some(qw)) = (self.quant.as_deref(), ws.q.as_mut()) {
-            let shape = (ws.batch, ws.height, ws.width);
+            // One image at a time: its u8 maps fit in the caches, a batch's would not.
+            let (h, w) = (ws.height, ws.width);
+            let per = self.in_chans * h * w;
+            let fin = self.final_conv.cout();
             let nchw = layout == Layout::Nchw;
-            self.int8_body(
-                q,
-                qw,
-                input,
-                nchw,
-                shape,
-                ws.team.as_ref(),
-                &mut ws.profile,
-                &mut ws.pooled,
-            );
+            for (img, pooled) in ws.pooled.chunks_exact_mut(fin).enumerate().take(ws.batch) {
+                self.int8_body(
+                    q,
+                    qw,
+                    &input[img * per..(img + 1) * per],
+                    nchw,
+                    (1, h, w),
+                    ws.team.as_ref(),
+                    &mut ws.profile,
+                    pooled,
+                );
+            }
         } else {
             let out = self.body(ws, input, layout, false);
             self.pool(ws, out);

@@ -234,7 +234,8 @@ impl Model {
             features,
             team: None,
             split: None,
-            q: int8.map(|q| QWork::new(self, q, images, height, width)),
+            // The INT8 layers run one image at a time (its maps stay in cache).
+            q: int8.map(|q| QWork::new(self, q, 1, height, width)),
         })
     }
 
