@@ -16,7 +16,7 @@ trap 'rm -rf "$tmp"' EXIT
 top1() { "$bin" eval --weights "$1" --data fashion-mnist --split test --format json 2>/dev/null |
   python3 -c 'import json, sys; print(100 * json.load(sys.stdin)["top1"])'; }
 
-"$bin" quantize --weights "$weights" --calib fashion-mnist --out "$tmp/int8.safetensors" >/dev/null 2>&1
+"$bin" quantize --weights "$weights" --calib fashion-mnist --out "$tmp/int8.safetensors" >/dev/null
 f32=$(top1 "$weights")
 int8=$(top1 "$tmp/int8.safetensors")
 printf "committed Fashion-MNIST model: f32 top-1 %.2f%%, INT8 top-1 %.2f%%\n" "$f32" "$int8"
