@@ -6,8 +6,10 @@ use std::time::Instant;
 use crate::act::Act;
 use crate::exec::ld;
 use crate::kernels::pointwise::{Kernel, Pointwise};
+use crate::kernels::qpointwise::QPointwise;
 use crate::kernels::View;
 use crate::model::{Model, Shortcut};
+use crate::quant::engine::ldq;
 use repghost_plan::plan::Shortcut as PlanShortcut;
 
 /// Milliseconds spent per kind of layer since the last reset.
@@ -67,6 +69,9 @@ pub struct PointwiseTiming<T> {
     pub packed: T,
     /// Through the gemm crate, with a separate epilogue pass.
     pub generic: T,
+    /// With the INT8 kernel, for the quantized layers of an INT8 model (u8 in and out,
+    /// requantizing store); `None` for float layers.
+    pub int8: Option<T>,
 }
 
 impl<T> PointwiseTiming<T> {
@@ -78,7 +83,7 @@ impl<T> PointwiseTiming<T> {
 impl Model {
     /// Every 1×1 convolution at batch 1 on a `size × size` input, each measured by `time`
     /// (which calls the closure it is given as often as it likes) with the packed kernel and
-    /// with the gemm crate.
+    /// with the gemm crate, and for an INT8 model with its INT8 kernel.
     pub fn time_pointwise_layers<T>(
         &self,
         size: usize,
@@ -102,9 +107,20 @@ impl Model {
         layers.push((plan.final_conv.key.clone(), &self.final_conv, h * w));
         layers.push((plan.conv_head.key.clone(), &self.conv_head, 1));
         layers.push((plan.classifier.key.clone(), &self.classifier, 1));
+        // The INT8 layers come in the same order, up to the final conv (the head is float).
+        let int8 = self
+            .quant
+            .as_ref()
+            .map(|q| q.pointwise_layers())
+            .unwrap_or_default();
+        let int8 = int8.into_iter().map(Some).chain(std::iter::repeat(None));
         layers
             .into_iter()
-            .map(|(name, p, m)| {
+            .zip(int8)
+            .map(|((name, p, m), q)| {
+                if let Some(q) = q {
+                    assert_eq!((q.cin(), q.cout()), (p.cin(), p.cout()), "int8 layer of {name}");
+                }
                 let generic = p.copy_with_kernel(Kernel::Generic);
                 PointwiseTiming {
                     name,
@@ -113,6 +129,7 @@ impl Model {
                     n: p.cout(),
                     packed: time_layer(p, m, &mut time),
                     generic: time_layer(&generic, m, &mut time),
+                    int8: q.map(|q| time_int8_layer(q, m, &mut time)),
                 }
             })
             .collect()
@@ -127,6 +144,16 @@ pub fn time_sgemm<T>(m: usize, k: usize, n: usize, mut time: impl FnMut(&mut dyn
         .expect("a well-formed layer")
         .copy_with_kernel(Kernel::Generic);
     time_layer(&p, m, &mut time)
+}
+
+fn time_int8_layer<T>(q: &QPointwise, m: usize, time: &mut impl FnMut(&mut dyn FnMut()) -> T) -> T {
+    let (lk, ln) = (ldq(q.cin()), ldq(q.cout()));
+    let a: Vec<u8> = (0..m * lk).map(|i| (i % 251) as u8).collect();
+    let mut c = vec![0u8; m * ln];
+    time(&mut || {
+        q.run(m, &a, lk, &mut c, ln, None);
+        std::hint::black_box(&c);
+    })
 }
 
 fn time_layer<T>(p: &Pointwise, m: usize, time: &mut impl FnMut(&mut dyn FnMut()) -> T) -> T {

@@ -128,6 +128,23 @@ fn threads_splits_and_poison_change_nothing() {
 /// On its calibration images the INT8 model of this tiny random net stays within 0.2 of the
 /// largest float logit (measured 0.15); feature maps are refused.
 #[test]
+fn layer_timings_pair_each_int8_1x1_conv_with_its_float_twin() {
+    let q = Model::from_bytes(&quantized("repghost", QuantizeOptions::default())).unwrap();
+    let rows = q.time_pointwise_layers(32, |f| f());
+    let f32m = Model::from_bytes(&fixture_bytes("repghost")).unwrap();
+    let float_rows = f32m.time_pointwise_layers(32, |f| f());
+    // Same layers in the same order; every one INT8 but the float head (`conv_head`,
+    // `classifier`), and none in a float model.
+    let names =
+        |r: &[repghost_runtime::PointwiseTiming<()>]| r.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&rows), names(&float_rows));
+    let int8: Vec<bool> = rows.iter().map(|r| r.int8.is_some()).collect();
+    assert_eq!(int8.iter().filter(|&&b| !b).count(), 2);
+    assert!(int8[..int8.len() - 2].iter().all(|&b| b));
+    assert!(float_rows.iter().all(|r| r.int8.is_none()));
+}
+
+#[test]
 fn the_int8_file_keeps_the_float_model_close() {
     let e = read("repghostnet_035.expected.safetensors");
     let f32m = Model::from_bytes(&fixture_bytes("repghost")).unwrap();

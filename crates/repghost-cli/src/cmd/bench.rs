@@ -58,7 +58,8 @@ pub struct Args {
     profile: bool,
     /// Instead of whole forward passes: time each 1×1 convolution of the runtime alone (batch
     /// 1, data hot), with this CPU's packed kernel and with the gemm crate, beside a
-    /// one-thread SGEMM through the gemm crate as the machine's reference rate.
+    /// one-thread SGEMM through the gemm crate as the machine's reference rate; with an
+    /// INT8 file or `--precision int8`, the INT8 kernel of each quantized layer too.
     #[arg(long)]
     layers: bool,
     /// Runtime: run every bottleneck layer by layer instead of depth-first in strips of rows
@@ -127,13 +128,13 @@ pub fn run(args: Args) -> Result<()> {
             })
             .collect::<Result<_>>()?,
     };
-    if args.layers {
-        return layers(&args, &models);
-    }
     let int8_file = match &args.weights {
         Some(w) => repghost_runtime::quant::is_int8(&std::fs::read(w)?),
         None => false,
     };
+    if args.layers {
+        return layers(&args, &models, int8_file);
+    }
     for (name, deploy, train) in &models {
         let f32_rt = to_runtime(deploy, Form::Deploy, name)?;
         let cin = deploy.config().in_chans;
@@ -254,8 +255,9 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// `--layers`: the 1×1 convolutions one by one.
-fn layers(args: &Args, models: &[(String, BurnModel, Option<BurnModel>)]) -> Result<()> {
+/// `--layers`: the 1×1 convolutions one by one (with the INT8 kernels too for an INT8 file or
+/// `--precision int8`).
+fn layers(args: &Args, models: &[(String, BurnModel, Option<BurnModel>)], int8_file: bool) -> Result<()> {
     let (m, k, n) = (1024, 512, 512);
     let peak = bench::sgemm_rate(m, k, n, args.runs);
     let simd = repghost_runtime::simd_level().name();
@@ -265,17 +267,30 @@ fn layers(args: &Args, models: &[(String, BurnModel, Option<BurnModel>)]) -> Res
         println!("{}", json!({"sgemm": [m, k, n], "gflops": peak, "simd": simd}));
     }
     for (name, deploy, _) in models {
-        let rt = to_runtime(deploy, Form::Deploy, name)?;
+        let rt = match (&args.weights, args.precision) {
+            (Some(w), _) if int8_file => repghost_runtime::Model::load(w)?,
+            (None, Precision::Int8) => {
+                let shape = [1, deploy.config().in_chans, args.size, args.size];
+                let x = Rng::new(1).normals(shape.iter().product());
+                repghost::quantize::int8_runtime(deploy, name, &x, shape)?
+            }
+            _ => to_runtime(deploy, Form::Deploy, name)?,
+        };
         let rows = bench::pointwise_layers(&rt, args.size, args.runs);
         let (mut packed, mut generic, mut flop) = (0.0, 0.0, 0.0);
+        // The quantized layers' totals: their FP32 packed time, INT8 time and operations.
+        let (mut q_f32, mut q_int8, mut q_op) = (0.0, 0.0, 0.0);
         for r in &rows {
             let rate = |ms: f64| r.flop() / (ms * 1e-3) / 1e9;
             packed += r.packed.median;
             generic += r.generic.median;
             flop += r.flop();
+            if let Some(q) = &r.int8 {
+                (q_f32, q_int8, q_op) = (q_f32 + r.packed.median, q_int8 + q.median, q_op + r.flop());
+            }
             match args.format {
                 Format::Text => println!(
-                    "{name} {:<20} m {:5} k {:4} n {:4}  packed {:7.1} us {:6.1} GFLOP/s   gemm crate {:7.1} us {:6.1} GFLOP/s",
+                    "{name} {:<20} m {:5} k {:4} n {:4}  packed {:7.1} us {:6.1} GFLOP/s   gemm crate {:7.1} us {:6.1} GFLOP/s{}",
                     r.name,
                     r.m,
                     r.k,
@@ -283,12 +298,21 @@ fn layers(args: &Args, models: &[(String, BurnModel, Option<BurnModel>)]) -> Res
                     r.packed.median * 1e3,
                     rate(r.packed.median),
                     r.generic.median * 1e3,
-                    rate(r.generic.median)
+                    rate(r.generic.median),
+                    match &r.int8 {
+                        Some(q) => format!(
+                            "   int8 {:7.1} us {:6.1} GOP/s ({:.2}x packed)",
+                            q.median * 1e3,
+                            rate(q.median),
+                            q.median / r.packed.median
+                        ),
+                        None => String::new(),
+                    }
                 ),
                 Format::Json => println!(
                     "{}",
                     json!({"model": name, "layer": r.name, "m": r.m, "k": r.k, "n": r.n, "packed_ms": r.packed.median,
-                           "gemm_crate_ms": r.generic.median, "simd": simd})
+                           "gemm_crate_ms": r.generic.median, "int8_ms": r.int8.as_ref().map(|q| q.median), "simd": simd})
                 ),
             }
         }
@@ -299,6 +323,14 @@ fn layers(args: &Args, models: &[(String, BurnModel, Option<BurnModel>)]) -> Res
                 flop / (packed * 1e-3) / 1e9,
                 flop / (generic * 1e-3) / 1e9
             );
+            if q_op > 0.0 {
+                println!(
+                    "{name} the {} int8 1x1 convs: int8 {q_int8:.3} ms ({:.1} GOP/s), packed f32 {q_f32:.3} ms ({:.1} GFLOP/s)",
+                    rows.iter().filter(|r| r.int8.is_some()).count(),
+                    q_op / (q_int8 * 1e-3) / 1e9,
+                    q_op / (q_f32 * 1e-3) / 1e9
+                );
+            }
         }
     }
     Ok(())

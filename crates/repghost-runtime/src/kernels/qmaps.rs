@@ -113,7 +113,7 @@ fn scale_rows_body<const FMA: bool>(map: &mut [u8], ldc: usize, g: &[f32], zp: i
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::requant::avx2::{pack16, quantize8};
+    use super::super::requant::avx2::{load_bytes, pack16, quantize8, store_bytes};
     use std::arch::x86_64::*;
 
     /// [`super::quantize_rows`] on AVX2.
@@ -130,7 +130,8 @@ mod avx2 {
         inv: f32,
         zp: i32,
     ) {
-        // SAFETY: channels `o..o + 16 ≤ c` of pixel `p < px`, or the 16 values of `tail`.
+        // SAFETY: channels `o..o + 16 ≤ c` of pixel `p < px`, or the `c − o` loaded by
+        // the masks (masked-off lanes are not read) and stored by `store_bytes`.
         unsafe {
             for p in 0..px {
                 let (x, q) = (src.as_ptr().add(p * lds), dst.as_mut_ptr().add(p * ldd));
@@ -142,12 +143,14 @@ mod avx2 {
                     o += 16;
                 }
                 if o < c {
-                    let (mut t, mut b) = ([0f32; 16], [0u8; 16]);
-                    std::ptr::copy_nonoverlapping(x.add(o), t.as_mut_ptr(), c - o);
-                    let q0 = quantize8(_mm256_loadu_ps(t.as_ptr()), inv, zp);
-                    let q1 = quantize8(_mm256_loadu_ps(t.as_ptr().add(8)), inv, zp);
-                    _mm_storeu_si128(b.as_mut_ptr() as *mut __m128i, pack16(q0, q1));
-                    std::ptr::copy_nonoverlapping(b.as_ptr(), q.add(o), c - o);
+                    let n = c - o;
+                    let q0 = quantize8(_mm256_maskload_ps(x.add(o), lanes(n)), inv, zp);
+                    let q1 = quantize8(
+                        _mm256_maskload_ps(x.wrapping_add(o + 8), lanes(n.saturating_sub(8))),
+                        inv,
+                        zp,
+                    );
+                    store_bytes(q.add(o), pack16(q0, q1), n);
                 }
             }
         }
@@ -160,32 +163,34 @@ mod avx2 {
     /// groups of 16 values covering them.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn scale_rows(map: &mut [u8], ldc: usize, g: &[f32], gates: usize, zp: i32) {
-        // SAFETY: channels `o..o + 16 ≤ gates` of a pixel, or the 16 bytes of `b`; `g`
-        // holds `o + 16` values for every group touched.
+        // SAFETY: channels `o..min(o + 16, gates)` of a pixel; `g` holds `o + 16` values
+        // for every group touched.
         unsafe {
             for px in map.chunks_exact_mut(ldc) {
                 let q = px.as_mut_ptr();
                 let mut o = 0;
                 while o < gates {
                     let n = (gates - o).min(16);
-                    let mut b = [0u8; 16];
-                    let v = if n == 16 {
-                        _mm_loadu_si128(q.add(o) as *const __m128i)
-                    } else {
-                        std::ptr::copy_nonoverlapping(q.add(o), b.as_mut_ptr(), n);
-                        _mm_loadu_si128(b.as_ptr() as *const __m128i)
-                    };
+                    let v = load_bytes(q.add(o), n);
                     let gp = g.as_ptr().add(o);
                     let out = pack16(gated(v, gp, zp), gated(_mm_srli_si128(v, 8), gp.add(8), zp));
-                    if n == 16 {
-                        _mm_storeu_si128(q.add(o) as *mut __m128i, out);
-                    } else {
-                        _mm_storeu_si128(b.as_mut_ptr() as *mut __m128i, out);
-                        std::ptr::copy_nonoverlapping(b.as_ptr(), q.add(o), n);
-                    }
+                    store_bytes(q.add(o), out, n);
                     o += 16;
                 }
             }
+        }
+    }
+
+    /// The mask of `_mm256_maskload_ps` that loads the first `min(n, 8)` lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[inline(always)]
+    unsafe fn lanes(n: usize) -> __m256i {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let at = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), at)
         }
     }
 

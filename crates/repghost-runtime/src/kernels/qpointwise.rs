@@ -97,8 +97,7 @@ impl QPointwise {
         self.cout
     }
 
-    #[cfg(target_arch = "aarch64")]
-    pub(super) fn cin(&self) -> usize {
+    pub fn cin(&self) -> usize {
         self.cin
     }
 
@@ -195,7 +194,7 @@ fn portable(l: &QPointwise, r0: usize, r1: usize, src: &[u8], lds: usize, dst: &
 mod avx2 {
     use super::{QPointwise, MAX_PAIRS, MR, NR};
     use crate::act::Act;
-    use crate::kernels::requant::avx2::quantize16;
+    use crate::kernels::requant::avx2::{eight, load_bytes, pack8, quantize16, store_bytes};
     use std::arch::x86_64::*;
 
     /// Pixels `r0..r1` of `src` into `dst` (from its row 0), tile by tile.
@@ -253,7 +252,7 @@ mod avx2 {
     /// The CPU has AVX2; `to` has room for `x.len()` rounded up to 16 u16 values.
     #[inline(always)]
     unsafe fn widen(x: &[u8], to: *mut u32) {
-        // SAFETY: as the caller guarantees; loads read `x` or `tail`.
+        // SAFETY: as the caller guarantees; loads read `x` only.
         unsafe {
             let to = to as *mut u16;
             let mut i = 0;
@@ -263,9 +262,7 @@ mod avx2 {
                 i += 16;
             }
             if i < x.len() {
-                let mut tail = [0u8; 16];
-                tail[..x.len() - i].copy_from_slice(&x[i..]);
-                let v = _mm_loadu_si128(tail.as_ptr() as *const __m128i);
+                let v = load_bytes(x.as_ptr().add(i), x.len() - i);
                 _mm256_storeu_si256(to.add(i) as *mut __m256i, _mm256_cvtepu8_epi16(v));
             }
         }
@@ -317,15 +314,13 @@ mod avx2 {
             for (t, a) in acc.iter().enumerate().take(rows) {
                 let sums = [_mm256_add_epi32(a[0], b0), _mm256_add_epi32(a[1], b1)];
                 let sacc = l.rq.sacc.as_ptr().add(o);
-                let bytes = quantize16(sums, sacc, relu, l.rq.inv, l.rq.zp, None);
-                let out = dst.add(t * ldd);
-                if n == NR {
-                    _mm_storeu_si128(out as *mut __m128i, bytes);
+                let bytes = if TWO {
+                    quantize16(sums, sacc, relu, l.rq.inv, l.rq.zp, None)
                 } else {
-                    let mut tmp = [0u8; 16];
-                    _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, bytes);
-                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), out, n);
-                }
+                    pack8(eight(sums[0], sacc, relu, l.rq.inv, l.rq.zp, None, false))
+                };
+                let out = dst.add(t * ldd);
+                store_bytes(out, bytes, n);
             }
         }
     }

@@ -149,6 +149,19 @@ pub mod avx2 {
         }
     }
 
+    /// Eight i32 lanes (each in 0..=255 after saturation) as the low eight bytes, in order.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[inline(always)]
+    pub unsafe fn pack8(q: __m256i) -> __m128i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            let w16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+            _mm_packus_epi16(w16, w16)
+        }
+    }
+
     /// [`super::quantize`] of eight values before the saturation to u8 ([`pack16`] does
     /// it): `round_half_even(clamp(y · inv, ±1024)) + zp`.
     ///
@@ -169,7 +182,7 @@ pub mod avx2 {
     /// # Safety
     /// As for [`quantize16`], with 8 floats at `sacc`.
     #[inline(always)]
-    unsafe fn eight(
+    pub unsafe fn eight(
         a: __m256i,
         sacc: *const f32,
         relu: bool,
@@ -211,67 +224,154 @@ pub mod avx2 {
         (px, c): (usize, usize),
         res: Option<Residual>,
     ) {
-        let relu = rq.act == Act::Relu;
-        // SAFETY: every access below is to channels `o..o + 16 ≤ c` of a pixel `p < px` of
-        // `out`, or `o + 16 ≤ c` rounded up to 16 of `acc`, `bias` and `rq.sacc`, or to
-        // the 16 bytes of `tail`.
+        let (a, o) = (acc.as_ptr(), out.as_mut_ptr());
+        // SAFETY: as the caller guarantees.
         unsafe {
-            for p in 0..px {
-                let (acc, out) = (acc.as_ptr().add(p * lda), out.as_mut_ptr().add(p * ldo));
-                let mut o = 0;
-                while o + 16 <= c {
-                    let r = residual(res, out.add(o));
-                    let v = sixteen(rq, bias, acc, o, relu, r);
-                    _mm_storeu_si128(out.add(o) as *mut __m128i, v);
-                    o += 16;
-                }
-                if o < c {
-                    let mut tail = [0u8; 16];
-                    std::ptr::copy_nonoverlapping(out.add(o), tail.as_mut_ptr(), c - o);
-                    let r = residual(res, tail.as_ptr());
-                    let v = sixteen(rq, bias, acc, o, relu, r);
-                    _mm_storeu_si128(tail.as_mut_ptr() as *mut __m128i, v);
-                    std::ptr::copy_nonoverlapping(tail.as_ptr(), out.add(o), c - o);
-                }
+            match (rq.act == Act::Relu, res) {
+                (true, None) => blocks::<true>(rq, bias, a, lda, o, ldo, (px, c), None),
+                (false, None) => blocks::<false>(rq, bias, a, lda, o, ldo, (px, c), None),
+                (true, r) => blocks::<true>(rq, bias, a, lda, o, ldo, (px, c), r),
+                (false, r) => blocks::<false>(rq, bias, a, lda, o, ldo, (px, c), r),
             }
         }
     }
 
-    /// The residual with its 16 bytes at `p`. (A function, not a closure in `Option::map`:
-    /// a closure is compiled without its caller's target features.)
+    /// [`store_exact_floats`] in blocks of eight channels, each block's bias and scales
+    /// loaded once for all the pixels; `RELU` for `Act::Relu`.
     ///
     /// # Safety
-    /// The CPU has AVX2; with `res`, `p` points at 16 bytes.
+    /// As for [`store_exact_floats`], with `acc` and `out` at their first pixel.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    unsafe fn residual(res: Option<Residual>, p: *const u8) -> Option<(Residual, __m128i)> {
-        let r = res?;
-        // SAFETY: as the caller guarantees.
-        Some((r, unsafe { _mm_loadu_si128(p as *const __m128i) }))
-    }
-
-    /// Channels `o..o + 16` of [`store_exact_floats`].
-    ///
-    /// # Safety
-    /// As for [`store_exact_floats`], with `o + 16` channels at `acc`, in `bias` and in
-    /// `rq.sacc`.
-    #[inline(always)]
-    unsafe fn sixteen(
+    unsafe fn blocks<const RELU: bool>(
         rq: &Requant,
         bias: &[i32],
         acc: *const f32,
-        o: usize,
-        relu: bool,
-        r: Option<(Residual, __m128i)>,
-    ) -> __m128i {
-        // SAFETY: the caller guarantees AVX2 and `o + 16` values in each slice.
+        lda: usize,
+        out: *mut u8,
+        ldo: usize,
+        (px, c): (usize, usize),
+        res: Option<Residual>,
+    ) {
+        // SAFETY: every access is to channels `o..min(o + 8, c)` of a pixel `p < px` of
+        // `out`, or `o + 8 ≤ c` rounded up to 16 of `acc`, `bias` and `rq.sacc`.
         unsafe {
-            let (a, b) = (acc.add(o), bias.as_ptr().add(o));
-            let a0 = _mm256_cvtps_epi32(_mm256_loadu_ps(a));
-            let a1 = _mm256_cvtps_epi32(_mm256_loadu_ps(a.add(8)));
-            let b0 = _mm256_loadu_si256(b as *const __m256i);
-            let b1 = _mm256_loadu_si256(b.add(8) as *const __m256i);
-            let sums = [_mm256_add_epi32(a0, b0), _mm256_add_epi32(a1, b1)];
-            quantize16(sums, rq.sacc.as_ptr().add(o), relu, rq.inv, rq.zp, r)
+            let mut o = 0;
+            while o < c {
+                let n = (c - o).min(8);
+                let b = _mm256_loadu_si256(bias.as_ptr().add(o) as *const __m256i);
+                let sacc = rq.sacc.as_ptr().add(o);
+                for p in 0..px {
+                    let q = out.add(p * ldo + o);
+                    let r = match res {
+                        Some(r) if n == 8 => Some((r, _mm_loadl_epi64(q as *const __m128i))),
+                        Some(r) => Some((r, load_bytes(q, n))),
+                        None => None,
+                    };
+                    let a = _mm256_cvtps_epi32(_mm256_loadu_ps(acc.add(p * lda + o)));
+                    let v = pack8(eight(_mm256_add_epi32(a, b), sacc, RELU, rq.inv, rq.zp, r, false));
+                    if n == 8 {
+                        _mm_storel_epi64(q as *mut __m128i, v);
+                    } else {
+                        store_bytes(q, v, n);
+                    }
+                }
+                o += 8;
+            }
+        }
+    }
+
+    /// The `n < 16` bytes at `p` in the low bytes of a vector, zeros above, reading
+    /// nothing past them (pieces of 8, 4, 2 and 1 bytes: no call into `memcpy`).
+    ///
+    /// # Safety
+    /// `p` points at `n ≤ 16` readable bytes.
+    #[inline(always)]
+    pub unsafe fn load_bytes(p: *const u8, n: usize) -> __m128i {
+        // SAFETY: as the caller guarantees; every read lies in `p..p + n`.
+        unsafe {
+            if n == 16 {
+                return _mm_loadu_si128(p as *const __m128i);
+            }
+            let lo = read_le(p, n.min(8));
+            let hi = if n > 8 { read_le(p.add(8), n - 8) } else { 0 };
+            _mm_set_epi64x(hi as i64, lo as i64)
+        }
+    }
+
+    /// Stores the low `n ≤ 16` bytes of `v` at `p`, writing nothing past them.
+    ///
+    /// # Safety
+    /// `p` points at `n ≤ 16` writable bytes.
+    #[inline(always)]
+    pub unsafe fn store_bytes(p: *mut u8, v: __m128i, n: usize) {
+        // SAFETY: as the caller guarantees; every write lies in `p..p + n`.
+        unsafe {
+            if n == 16 {
+                return _mm_storeu_si128(p as *mut __m128i, v);
+            }
+            let lo = _mm_cvtsi128_si64(v) as u64;
+            write_le(p, lo, n.min(8));
+            if n > 8 {
+                write_le(
+                    p.add(8),
+                    _mm_cvtsi128_si64(_mm_unpackhi_epi64(v, v)) as u64,
+                    n - 8,
+                );
+            }
+        }
+    }
+
+    /// The `n ≤ 8` bytes at `p`, little-endian.
+    ///
+    /// # Safety
+    /// `p` points at `n` readable bytes.
+    #[inline(always)]
+    unsafe fn read_le(p: *const u8, n: usize) -> u64 {
+        // SAFETY: as the caller guarantees; the pieces cover `p..p + n` exactly.
+        unsafe {
+            if n == 8 {
+                return (p as *const u64).read_unaligned();
+            }
+            let (mut v, mut at) = (0u64, 0);
+            if n & 4 != 0 {
+                v = (p as *const u32).read_unaligned() as u64;
+                at = 4;
+            }
+            if n & 2 != 0 {
+                v |= ((p.add(at) as *const u16).read_unaligned() as u64) << (8 * at);
+                at += 2;
+            }
+            if n & 1 != 0 {
+                v |= (*p.add(at) as u64) << (8 * at);
+            }
+            v
+        }
+    }
+
+    /// Writes the low `n ≤ 8` bytes of `v` at `p`.
+    ///
+    /// # Safety
+    /// `p` points at `n` writable bytes.
+    #[inline(always)]
+    unsafe fn write_le(p: *mut u8, v: u64, n: usize) {
+        // SAFETY: as the caller guarantees; the pieces cover `p..p + n` exactly.
+        unsafe {
+            if n == 8 {
+                return (p as *mut u64).write_unaligned(v);
+            }
+            let mut at = 0;
+            if n & 4 != 0 {
+                (p as *mut u32).write_unaligned(v as u32);
+                at = 4;
+            }
+            if n & 2 != 0 {
+                (p.add(at) as *mut u16).write_unaligned((v >> (8 * at)) as u16);
+                at += 2;
+            }
+            if n & 1 != 0 {
+                *p.add(at) = (v >> (8 * at)) as u8;
+            }
         }
     }
 }

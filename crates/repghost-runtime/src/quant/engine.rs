@@ -157,6 +157,22 @@ impl QNet {
     }
 }
 
+impl QNet {
+    /// The 1×1 convs, in the order of the plan: each block's ghost1 and ghost2 primaries and
+    /// projection, then the final conv.
+    pub(crate) fn pointwise_layers(&self) -> Vec<&QPointwise> {
+        let mut v = Vec::new();
+        for b in &self.blocks {
+            v.extend([&b.g1.0, &b.g2.0]);
+            if let QShortcut::Proj(p) = &b.shortcut {
+                v.push(&p.1);
+            }
+        }
+        v.push(&self.final_conv);
+        v
+    }
+}
+
 /// The INT8 buffers of a workspace.
 pub(crate) struct QWork {
     bufs: [Vec<u8>; 5],
