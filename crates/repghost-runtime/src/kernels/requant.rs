@@ -281,7 +281,7 @@ pub mod avx2 {
         }
     }
 
-    /// The `n < 16` bytes at `p` in the low bytes of a vector, zeros above, reading
+    /// The `n ≤ 16` bytes at `p` in the low bytes of a vector, zeros above, reading
     /// nothing past them (pieces of 8, 4, 2 and 1 bytes: no call into `memcpy`).
     ///
     /// # Safety
