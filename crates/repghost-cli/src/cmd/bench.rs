@@ -142,11 +142,7 @@ pub fn run(args: Args) -> Result<()> {
             let shape = [batch, cin, args.size, args.size];
             let mut rng = Rng::new(1);
             let x = rng.normals(shape.iter().product());
-            let int8_rt = match (&args.weights, args.precision) {
-                (Some(w), _) if int8_file => Some(repghost_runtime::Model::load(w)?),
-                (None, Precision::Int8) => Some(repghost::quantize::int8_runtime(deploy, name, &x, shape)?),
-                _ => None,
-            };
+            let int8_rt = int8_runtime(&args, int8_file, deploy, name, &x, shape)?;
             let rt = int8_rt.as_ref().unwrap_or(&f32_rt);
             for &threads in &args.threads {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
@@ -255,6 +251,23 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The INT8 runtime the arguments ask for: the `--weights` file when it is INT8, or the
+/// random weights quantized on the input `x` with `--precision int8`; `None` for FP32.
+fn int8_runtime(
+    args: &Args,
+    int8_file: bool,
+    deploy: &BurnModel,
+    name: &str,
+    x: &[f32],
+    shape: [usize; 4],
+) -> Result<Option<repghost_runtime::Model>> {
+    Ok(match (&args.weights, args.precision) {
+        (Some(w), _) if int8_file => Some(repghost_runtime::Model::load(w)?),
+        (None, Precision::Int8) => Some(repghost::quantize::int8_runtime(deploy, name, x, shape)?),
+        _ => None,
+    })
+}
+
 /// `--layers`: the 1×1 convolutions one by one (with the INT8 kernels too for an INT8 file or
 /// `--precision int8`).
 fn layers(args: &Args, models: &[(String, BurnModel, Option<BurnModel>)], int8_file: bool) -> Result<()> {
@@ -267,14 +280,11 @@ fn layers(args: &Args, models: &[(String, BurnModel, Option<BurnModel>)], int8_f
         println!("{}", json!({"sgemm": [m, k, n], "gflops": peak, "simd": simd}));
     }
     for (name, deploy, _) in models {
-        let rt = match (&args.weights, args.precision) {
-            (Some(w), _) if int8_file => repghost_runtime::Model::load(w)?,
-            (None, Precision::Int8) => {
-                let shape = [1, deploy.config().in_chans, args.size, args.size];
-                let x = Rng::new(1).normals(shape.iter().product());
-                repghost::quantize::int8_runtime(deploy, name, &x, shape)?
-            }
-            _ => to_runtime(deploy, Form::Deploy, name)?,
+        let shape = [1, deploy.config().in_chans, args.size, args.size];
+        let x = Rng::new(1).normals(shape.iter().product());
+        let rt = match int8_runtime(args, int8_file, deploy, name, &x, shape)? {
+            Some(q) => q,
+            None => to_runtime(deploy, Form::Deploy, name)?,
         };
         let rows = bench::pointwise_layers(&rt, args.size, args.runs);
         let (mut packed, mut generic, mut flop) = (0.0, 0.0, 0.0);
