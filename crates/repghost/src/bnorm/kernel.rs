@@ -70,14 +70,19 @@ pub(crate) fn forward(
     mean: &[f32],
     inv: &[f64],
 ) -> Vec<f32> {
+    let scale: Vec<f32> = (0..s.c).map(|ch| (inv[ch] * gamma[ch] as f64) as f32).collect();
+    let shift: Vec<f32> = (0..s.c)
+        .map(|ch| (beta[ch] as f64 - mean[ch] as f64 * inv[ch] * gamma[ch] as f64) as f32)
+        .collect();
     let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(s.hw).enumerate().for_each(|(idx, out)| {
-        let ch = idx % s.c;
-        let scale = (inv[ch] * gamma[ch] as f64) as f32;
-        let shift = (beta[ch] as f64 - mean[ch] as f64 * inv[ch] * gamma[ch] as f64) as f32;
-        let src = &x[idx * s.hw..][..s.hw];
-        out.iter_mut().zip(src).for_each(|(o, &v)| *o = v * scale + shift);
-    });
+    y.par_chunks_mut(s.c * s.hw)
+        .zip(x.par_chunks(s.c * s.hw))
+        .for_each(|(out, src)| {
+            for (ch, (out, src)) in out.chunks_exact_mut(s.hw).zip(src.chunks_exact(s.hw)).enumerate() {
+                let (a, b) = (scale[ch], shift[ch]);
+                out.iter_mut().zip(src).for_each(|(o, &v)| *o = v * a + b);
+            }
+        });
     y
 }
 
@@ -105,19 +110,25 @@ pub(crate) fn backward(
             (sg * inv[ch], sb)
         })
         .unzip();
+    // Per channel: gamma · inv_std, mean(dy), mean(dy · x̂) / inv_std.
+    let cnt = s.count();
+    let k: Vec<f32> = (0..s.c).map(|ch| (gamma[ch] as f64 * inv[ch]) as f32).collect();
+    let mdy: Vec<f32> = dbeta.iter().map(|&v| (v / cnt) as f32).collect();
+    let mdyx: Vec<f32> = dgamma.iter().map(|&v| (v / cnt) as f32).collect();
     let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(s.hw).enumerate().for_each(|(idx, out)| {
-        let ch = idx % s.c;
-        let cnt = s.count();
-        let (m, is) = (mean[ch], inv[ch] as f32);
-        let k = (gamma[ch] as f64 * inv[ch]) as f32;
-        let (mdy, mdyx) = ((dbeta[ch] / cnt) as f32, (dgamma[ch] / cnt) as f32);
-        let xs = &x[idx * s.hw..][..s.hw];
-        let ds = &dy[idx * s.hw..][..s.hw];
-        for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
-            *o = k * (d - mdy - (v - m) * is * mdyx);
-        }
-    });
+    dx.par_chunks_mut(s.c * s.hw)
+        .zip(x.par_chunks(s.c * s.hw).zip(dy.par_chunks(s.c * s.hw)))
+        .for_each(|(out, (xs, ds))| {
+            let planes = out
+                .chunks_exact_mut(s.hw)
+                .zip(xs.chunks_exact(s.hw).zip(ds.chunks_exact(s.hw)));
+            for (ch, (out, (xs, ds))) in planes.enumerate() {
+                let (m, is, k, mdy, mdyx) = (mean[ch], inv[ch] as f32, k[ch], mdy[ch], mdyx[ch]);
+                for ((o, &v), &d) in out.iter_mut().zip(xs).zip(ds) {
+                    *o = k * (d - mdy - (v - m) * is * mdyx);
+                }
+            }
+        });
     let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
     (dx, f(dgamma), f(dbeta))
 }
