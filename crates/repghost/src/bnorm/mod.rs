@@ -24,6 +24,10 @@ use kernel::Shape;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait BatchNormBackend: Backend {
+    /// Per-channel mean and biased variance of `x` `[n, c, hw]`, stacked as `[2, c]`, read in
+    /// place; the result carries no gradient.
+    fn batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// `x` `[n, c, hw]` normalized with its own batch statistics `mean` and `var` (`[c]`,
     /// biased, from [`batch_stats`]), scaled by `gamma` and shifted by `beta` (`[c]`). The
     /// backward pass differentiates through the statistics; `mean` and `var` get no gradient.
@@ -45,13 +49,12 @@ pub(crate) fn supported(x: &Tensor<3>, gamma: &Tensor<1>) -> bool {
 /// Per-channel mean and biased variance of `x` `[n, c, hw]`, as tensors on its device that
 /// carry no gradient.
 pub(crate) fn batch_stats(x: &Tensor<3>) -> (Tensor<1>, Tensor<1>) {
-    let [n, c, hw] = x.dims();
-    let data = x.clone().detach().into_data();
-    let values = data.as_slice::<f32>().expect("f32 batch (checked by supported)");
-    let (mean, var) = kernel::stats(&Shape { n, c, hw }, values);
-    let device = x.device();
-    let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [c]), &device);
-    (t(mean), t(var))
+    let [_, c, _] = x.dims();
+    let stats = Tensor::<2>::from_dispatch(<Dispatch as BatchNormBackend>::batch_stats(
+        x.clone().into_dispatch(),
+    ));
+    let row = |i: usize| stats.clone().slice([i..i + 1, 0..c]).reshape([c]);
+    (row(0), row(1))
 }
 
 /// See [`BatchNormBackend::batch_norm_train`]; callers check [`supported`] first.
@@ -87,6 +90,13 @@ fn flex<const D: usize>(values: Vec<f32>, dims: [usize; D]) -> FloatTensor<Flex>
 }
 
 impl BatchNormBackend for Flex {
+    fn batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let s = shape(&x);
+        let (mut stats, var) = kernel::stats(&s, &host(&x));
+        stats.extend(var);
+        flex(stats, [2, s.c])
+    }
+
     fn batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -130,6 +140,10 @@ impl Backward<Flex, 3> for BatchNormBackward {
 }
 
 impl<C: CheckpointStrategy> BatchNormBackend for Autodiff<Flex, C> {
+    fn batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(Flex::batch_stats(x.into_primitive()))
+    }
+
     fn batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
