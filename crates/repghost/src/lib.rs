@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod ghost_module;
 pub mod ghostnet;
+mod lanes;
 pub mod layers;
 pub mod metrics;
 pub mod net;

@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use crate::lanes::lane_sum;
+
 /// Shapes: `n` images, `c` channels, `hw` pixels per plane.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Shape {
@@ -20,22 +22,6 @@ impl Shape {
     fn count(&self) -> f64 {
         (self.n * self.hw) as f64
     }
-}
-
-/// `Σ f(a[i], b[i])` over one plane in eight independent `f32` lanes (so that it
-/// vectorizes), returned in `f64`; planes are summed in `f64`.
-#[inline(always)]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += f(x[l], y[l]);
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(&x, &y)| f(x, y)).sum();
-    acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
 /// Per-channel mean and biased variance (two passes: the variance sums squares of the

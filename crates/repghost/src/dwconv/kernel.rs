@@ -9,6 +9,8 @@
 
 use rayon::prelude::*;
 
+use crate::lanes::lane_sum;
+
 /// Multiply-adds per parallel task: enough that rayon's scheduling cost stays small next to
 /// the work (planes at the end of the network have 16 pixels or fewer).
 const TASK_MACS: usize = 1 << 16;
@@ -144,21 +146,6 @@ fn axpy(acc: &mut [f32], v: f32, a: &[f32]) {
     acc.iter_mut().zip(a).for_each(|(o, &a)| *o += v * a);
 }
 
-/// `Σ a[i] · b[i]` in eight independent lanes (so that it vectorizes), returned in `f64`.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f64 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(&x, &y)| x * y).sum();
-    acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
-}
-
 /// `y[n, c] = Σ_taps w[c, tap] · shifted x[n, c]`, taps added in kernel order.
 pub(crate) fn forward(g: &Geometry, x: &[f32], wt: &[f32]) -> Vec<f32> {
     let [ho, wo] = g.out();
@@ -227,7 +214,7 @@ pub(crate) fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             l.split(&x[nc * plane_in..][..plane_in], &mut phases);
             l.spread(&dy[nc * plane_out..][..plane_out], &mut rows);
             for (a, &start) in acc.iter_mut().zip(&l.taps) {
-                *a += dot(&rows, &phases[start..][..l.window]);
+                *a += lane_sum(&rows, &phases[start..][..l.window], |x, y| x * y);
             }
         }
         out.iter_mut().zip(&acc).for_each(|(o, &a)| *o = a as f32);
