@@ -83,6 +83,30 @@ fn predict_and_convert_reproduce_reference_logits() {
             rel(&read_npy(&logits2), &want) < 1e-4,
             "{weights}: deploy predict"
         );
+
+        // Stored as f16: half the file, the logits moved by the rounding only (4.7e-3 to
+        // 5.3e-3 of the largest logit for these three, measured).
+        let half = dir.path().join(format!("{weights}.f16.safetensors"));
+        let mut a = vec!["convert"];
+        a.extend(&common);
+        a.extend(["--out", s(&half), "--dtype", "f16"]);
+        let out = repghost(&a);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len() as f64;
+        assert!(size(&half) < 0.51 * size(&deploy), "{weights}: f16 file size");
+        let logits3 = dir.path().join(format!("{weights}.f16.logits.npy"));
+        let out = repghost(&[
+            "predict",
+            "--weights",
+            s(&half),
+            "--input",
+            s(&input),
+            "--logits",
+            s(&logits3),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = rel(&read_npy(&logits3), &want);
+        assert!(err < 7e-3, "{weights}: f16 deploy predict {err:.2e}");
     }
 }
 

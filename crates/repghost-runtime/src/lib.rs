@@ -27,6 +27,7 @@ mod act;
 mod depth;
 mod error;
 mod exec;
+mod f16;
 mod kernels;
 mod model;
 mod profile;

@@ -95,17 +95,23 @@ impl Tensors for SafeTensors<'_> {
         let Ok(v) = self.tensor(key) else {
             return Ok(None);
         };
-        if v.dtype() != safetensors::Dtype::F32 {
-            return Err(Error::Model(format!(
-                "tensor '{key}' is {:?}, expected F32",
-                v.dtype()
-            )));
-        }
-        let data = v
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let b = v.data();
+        let data = match v.dtype() {
+            safetensors::Dtype::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            // Half the file; computed in f32 like any other.
+            safetensors::Dtype::F16 => b
+                .chunks_exact(2)
+                .map(|c| crate::f16::to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            d => {
+                return Err(Error::Model(format!(
+                    "tensor '{key}' is {d:?}, expected F32 or F16"
+                )))
+            }
+        };
         Ok(Some((v.shape().to_vec(), data)))
     }
 

@@ -20,7 +20,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use repghost::config::{Arch, NetConfig};
 use repghost::random::{calibrated, Rng};
 use repghost::weights::safetensors_io::to_bytes_bare;
-use repghost::weights::{self, apply_state_dict, state_dict, Form, HostTensor, StateDict};
+use repghost::weights::{self, apply_state_dict, state_dict, Form, HostTensor, StateDict, Storage};
 use repghost::Model;
 
 struct Case {
@@ -64,7 +64,7 @@ fn write(dir: &Path, name: &str, cfg: &NetConfig, seed: u64, cases: &[Case]) {
     let device = Device::flex();
     let deploy = calibrated(cfg, seed, 64).reparameterize();
     let path = dir.join(format!("{name}.safetensors"));
-    weights::save(&deploy, name, Form::Deploy, None, &path).expect("writing the weights");
+    weights::save(&deploy, name, Form::Deploy, None, Storage::F32, &path).expect("writing the weights");
     let sd = state_dict(&deploy, Form::Deploy);
     let wo_cfg = cfg.clone().with_shortcut(false);
     let wo = apply_state_dict(
@@ -130,6 +130,7 @@ fn main() {
         "repghostnet_005",
         Form::Deploy,
         None,
+        Storage::F32,
         &seeds.join("tiny.safetensors"),
     )
     .expect("writing the seed");

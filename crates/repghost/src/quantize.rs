@@ -11,7 +11,7 @@ use repghost_runtime::Layout;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::weights::safetensors_io::{self, Meta};
+use crate::weights::safetensors_io::{self, Meta, Storage};
 use crate::weights::{state_dict, Form, Loaded};
 
 /// The deploy-form bytes of loaded weights (train-form weights are folded first), with the
@@ -34,7 +34,7 @@ pub fn deploy_bytes_of(deploy: &Model, name: &str, preprocess: Option<&Preproces
         form: Form::Deploy,
         preprocess: preprocess.cloned(),
     };
-    safetensors_io::to_bytes(&state_dict(deploy, Form::Deploy), &meta)
+    safetensors_io::to_bytes(&state_dict(deploy, Form::Deploy), &meta, Storage::F32)
 }
 
 /// The INT8 runtime model of a deploy-form `model`, calibrated on `batch` (`[n, c, h, w]`,

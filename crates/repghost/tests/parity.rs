@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor, TensorData};
 use repghost::metrics::rel_diff as rel_err;
 use repghost::npy;
-use repghost::weights::{self, Form, LoadOptions};
+use repghost::weights::{self, Form, LoadOptions, Storage};
 use repghost::{Error, Model};
 
 fn fixture(name: &str) -> PathBuf {
@@ -116,7 +116,7 @@ fn deploy_safetensors_roundtrip_keeps_logits_and_metadata() {
     let deploy = l.model.reparameterize();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("deploy.safetensors");
-    weights::save(&deploy, "repghostnet_050", Form::Deploy, None, &out).unwrap();
+    weights::save(&deploy, "repghostnet_050", Form::Deploy, None, Storage::F32, &out).unwrap();
     let back = weights::load(&out, &LoadOptions::default(), &device).unwrap();
     assert_eq!(back.form, Form::Deploy);
     assert_eq!(back.name, "repghostnet_050");

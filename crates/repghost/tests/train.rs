@@ -15,7 +15,7 @@ use repghost::config::{Arch, NetConfig};
 use repghost::train::sgd::{grads_in_visit_order, Sgd};
 use repghost::train::step::{gradients, param_gradients, StepBatch};
 use repghost::train::{Data, EpochRow, Observer, Outcome, StepInfo, TrainConfig, Trainer};
-use repghost::weights::{state_dict, Form};
+use repghost::weights::{state_dict, Form, Storage};
 use repghost::Model;
 use repghost_data::dataset::Dataset;
 use repghost_data::{Augment, Crop, Image, Interpolation, Preprocess, Rng};
@@ -281,7 +281,7 @@ fn a_run_killed_mid_epoch_resumes_from_its_recovery_checkpoint() {
     let init = part.path().join("init.safetensors");
     let cfg = config(2);
     let model = Model::new(&cfg.net, &device);
-    repghost::weights::save(&model, &cfg.model, Form::Train, None, &init).unwrap();
+    repghost::weights::save(&model, &cfg.model, Form::Train, None, Storage::F32, &init).unwrap();
 
     let full = tempfile::tempdir().unwrap();
     let never = AtomicBool::new(false);

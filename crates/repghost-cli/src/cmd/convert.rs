@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::common::WeightsArgs;
 use anyhow::{bail, Context, Result};
 use burn::tensor::{Distribution, Tensor};
-use repghost::weights::{self, Form};
+use repghost::weights::{self, Form, Storage};
 
 use crate::device::{device, DeviceArg};
 
@@ -15,6 +15,12 @@ enum FormArg {
     Deploy,
     Train,
     Fused,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DtypeArg {
+    F32,
+    F16,
 }
 
 #[derive(clap::Args)]
@@ -29,6 +35,11 @@ pub struct Args {
     /// folds only the fusion branches, like the official convert.py.
     #[arg(long, value_enum, default_value = "deploy")]
     form: FormArg,
+    /// How the written tensors are stored: `f32`, or `f16` (half the file; every value rounded
+    /// to 11 significant bits, widened to f32 when loaded: every engine computes in f32). A
+    /// value beyond f16's range (±65504) is refused.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DtypeArg,
     /// Run train and deploy form on random 224x224 input, print the difference, fail if the
     /// relative difference (max |diff| / max |logit|) exceeds --tolerance.
     #[arg(long)]
@@ -84,17 +95,32 @@ pub fn run(args: Args) -> Result<()> {
             bail!("deploy form differs from the train form by {rel:.3e} relative; nothing written");
         }
     }
-    weights::save(&deploy, &loaded.name, form, loaded.preprocess.as_ref(), &args.out)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    let storage = match args.dtype {
+        DtypeArg::F32 => Storage::F32,
+        DtypeArg::F16 => Storage::F16,
+    };
+    weights::save(
+        &deploy,
+        &loaded.name,
+        form,
+        loaded.preprocess.as_ref(),
+        storage,
+        &args.out,
+    )
+    .with_context(|| format!("writing {}", args.out.display()))?;
     let c = match form {
         Form::Deploy => deploy.count([224, 224]),
         _ => deploy.reparameterize().count([224, 224]),
     };
     println!(
-        "wrote {} ({} {} form; deployed: {} params, {:.2} M MACs at 224x224)",
+        "wrote {} ({} {} form, {}; deployed: {} params, {:.2} M MACs at 224x224)",
         args.out.display(),
         loaded.name,
         form.as_str(),
+        match storage {
+            Storage::F32 => "f32",
+            Storage::F16 => "f16",
+        },
         c.params,
         c.macs as f64 / 1e6
     );

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use crate::error::{Error, Result};
-use crate::weights::safetensors_io::{self, serialize};
+use crate::weights::safetensors_io::{self, serialize, Storage};
 use crate::weights::StateDict;
 
 /// One row of `metrics.csv`.
@@ -75,7 +75,7 @@ pub fn to_bytes(ck: &Checkpoint) -> Result<Vec<u8>> {
     md.insert("format".to_string(), FORMAT.to_string());
     md.insert("state".to_string(), json(&ck.state)?);
     md.insert("config".to_string(), json(&ck.config)?);
-    serialize(&sd, Some(md))
+    serialize(&sd, Some(md), Storage::F32)
 }
 
 pub fn save(path: &Path, ck: &Checkpoint) -> Result<()> {

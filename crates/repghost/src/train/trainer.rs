@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::metrics::Report;
 use crate::model::Model;
-use crate::weights::{apply_state_dict, save, state_dict, Form};
+use crate::weights::{apply_state_dict, save, state_dict, Form, Storage};
 
 /// Training and validation samples.
 pub struct Data {
@@ -533,6 +533,7 @@ impl Trainer {
             &self.cfg.model,
             form,
             Some(&self.cfg.eval),
+            Storage::F32,
             &self.out.join(file),
         )
     }

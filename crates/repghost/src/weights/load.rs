@@ -6,7 +6,7 @@ use burn::tensor::Device;
 
 use super::detect::{candidates, form_of, io_of};
 use super::keys::strip_prefix;
-use super::safetensors_io::{self, Meta};
+use super::safetensors_io::{self, Meta, Storage};
 use super::{apply_state_dict, state_dict, torch, Form, StateDict};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -154,12 +154,13 @@ pub fn load_bytes(path: &Path, bytes: &[u8], opts: &LoadOptions, device: &Device
 }
 
 /// Writes `model` as native safetensors (crash-safe: temp file + rename), recording the
-/// preprocessing its inputs need.
+/// preprocessing its inputs need, its tensors stored as `storage` says.
 pub fn save(
     model: &Model,
     name: &str,
     form: Form,
     preprocess: Option<&Preprocess>,
+    storage: Storage,
     path: &Path,
 ) -> Result<()> {
     let meta = Meta {
@@ -168,6 +169,6 @@ pub fn save(
         form,
         preprocess: preprocess.cloned(),
     };
-    let bytes = safetensors_io::to_bytes(&state_dict(model, form), &meta)?;
+    let bytes = safetensors_io::to_bytes(&state_dict(model, form), &meta, storage)?;
     crate::fsutil::write_atomic(path, &bytes)
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 pub use apply::{apply_state_dict, state_dict};
 pub use load::{load, load_bytes, save, LoadOptions, Loaded};
+pub use safetensors_io::Storage;
 // The form belongs to the model; weights name it in their metadata.
 pub use crate::model::Form;
 

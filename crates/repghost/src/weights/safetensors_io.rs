@@ -112,14 +112,24 @@ fn convert(view: &TensorView) -> Result<Vec<f32>, String> {
     })
 }
 
-/// Serializes a state dict with our metadata (f32, little-endian).
-pub fn to_bytes(sd: &StateDict, meta: &Meta) -> Result<Vec<u8>> {
-    serialize(sd, Some(metadata(meta)?))
+/// How a native file stores its float tensors; models compute in f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Storage {
+    #[default]
+    F32,
+    /// IEEE half precision: half the size, every value rounded to 11 significant bits.
+    F16,
 }
 
-/// Serializes a bare state dict, as timm writes one (no metadata).
+/// Serializes a state dict with our metadata, little-endian, its tensors stored as `storage`
+/// says.
+pub fn to_bytes(sd: &StateDict, meta: &Meta, storage: Storage) -> Result<Vec<u8>> {
+    serialize(sd, Some(metadata(meta)?), storage)
+}
+
+/// Serializes a bare state dict, as timm writes one (no metadata, f32).
 pub fn to_bytes_bare(sd: &StateDict) -> Result<Vec<u8>> {
-    serialize(sd, None)
+    serialize(sd, None, Storage::F32)
 }
 
 fn metadata(meta: &Meta) -> Result<HashMap<String, String>> {
@@ -143,23 +153,46 @@ fn metadata(meta: &Meta) -> Result<HashMap<String, String>> {
     Ok(md)
 }
 
-pub(crate) fn serialize(sd: &StateDict, md: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+/// The little-endian bytes of `data` stored as `storage`; a finite value beyond f16's range
+/// is refused rather than stored as infinity.
+fn encode(key: &str, data: &[f32], storage: Storage) -> Result<Vec<u8>> {
+    match storage {
+        Storage::F32 => Ok(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        Storage::F16 => {
+            let mut out = Vec::with_capacity(2 * data.len());
+            for &v in data {
+                let h = half::f16::from_f32(v);
+                if v.is_finite() && h.is_infinite() {
+                    return Err(Error::Invalid(format!(
+                        "tensor '{key}' holds {v}, beyond the range of f16 (±65504); store it as f32"
+                    )));
+                }
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+            Ok(out)
+        }
+    }
+}
+
+pub(crate) fn serialize(
+    sd: &StateDict,
+    md: Option<HashMap<String, String>>,
+    storage: Storage,
+) -> Result<Vec<u8>> {
+    let dtype = match storage {
+        Storage::F32 => Dtype::F32,
+        Storage::F16 => Dtype::F16,
+    };
     let bufs: Vec<(String, Vec<u8>, Vec<usize>)> = sd
         .iter()
-        .map(|(k, t)| {
-            (
-                k.clone(),
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                t.shape.clone(),
-            )
-        })
-        .collect();
+        .map(|(k, t)| Ok((k.clone(), encode(k, &t.data, storage)?, t.shape.clone())))
+        .collect::<Result<_>>()?;
     let views: Vec<(String, TensorView)> = bufs
         .iter()
         .map(|(k, b, s)| {
             Ok((
                 k.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| Error::Invalid(e.to_string()))?,
+                TensorView::new(dtype, s.clone(), b).map_err(|e| Error::Invalid(e.to_string()))?,
             ))
         })
         .collect::<Result<_>>()?;
