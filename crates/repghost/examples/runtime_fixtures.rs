@@ -125,15 +125,20 @@ fn main() {
         .with_num_classes(2)
         .with_in_chans(1);
     let deploy = calibrated(&tiny, 1, 32).reparameterize();
-    weights::save(
-        &deploy,
-        "repghostnet_005",
-        Form::Deploy,
-        None,
-        Storage::F32,
-        &seeds.join("tiny.safetensors"),
-    )
-    .expect("writing the seed");
+    for (storage, file) in [
+        (Storage::F32, "tiny.safetensors"),
+        (Storage::F16, "tiny_f16.safetensors"),
+    ] {
+        weights::save(
+            &deploy,
+            "repghostnet_005",
+            Form::Deploy,
+            None,
+            storage,
+            &seeds.join(file),
+        )
+        .expect("writing the seed");
+    }
     let case = |name, shape, features, wo| Case {
         name,
         shape,
