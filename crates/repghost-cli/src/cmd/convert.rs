@@ -117,10 +117,7 @@ pub fn run(args: Args) -> Result<()> {
         args.out.display(),
         loaded.name,
         form.as_str(),
-        match storage {
-            Storage::F32 => "f32",
-            Storage::F16 => "f16",
-        },
+        storage.as_str(),
         c.params,
         c.macs as f64 / 1e6
     );

@@ -121,6 +121,15 @@ pub enum Storage {
     F16,
 }
 
+impl Storage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Storage::F32 => "f32",
+            Storage::F16 => "f16",
+        }
+    }
+}
+
 /// Serializes a state dict with our metadata, little-endian, its tensors stored as `storage`
 /// says.
 pub fn to_bytes(sd: &StateDict, meta: &Meta, storage: Storage) -> Result<Vec<u8>> {
