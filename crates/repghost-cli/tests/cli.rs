@@ -68,21 +68,21 @@ fn predict_and_convert_reproduce_reference_logits() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("check: max |train - deploy|"));
 
         // The deploy file names its model: no --model needed any more.
-        let logits2 = dir.path().join(format!("{weights}.deploy.logits.npy"));
-        let out = repghost(&[
-            "predict",
-            "--weights",
-            s(&deploy),
-            "--input",
-            s(&input),
-            "--logits",
-            s(&logits2),
-        ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(
-            rel(&read_npy(&logits2), &want) < 1e-4,
-            "{weights}: deploy predict"
-        );
+        let predict = |w: &Path| {
+            let logits = w.with_extension("logits.npy");
+            let out = repghost(&[
+                "predict",
+                "--weights",
+                s(w),
+                "--input",
+                s(&input),
+                "--logits",
+                s(&logits),
+            ]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            read_npy(&logits)
+        };
+        assert!(rel(&predict(&deploy), &want) < 1e-4, "{weights}: deploy predict");
 
         // Stored as f16: half the file, the logits moved by the rounding only (4.7e-3 to
         // 5.3e-3 of the largest logit for these three, measured).
@@ -94,18 +94,7 @@ fn predict_and_convert_reproduce_reference_logits() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len() as f64;
         assert!(size(&half) < 0.51 * size(&deploy), "{weights}: f16 file size");
-        let logits3 = dir.path().join(format!("{weights}.f16.logits.npy"));
-        let out = repghost(&[
-            "predict",
-            "--weights",
-            s(&half),
-            "--input",
-            s(&input),
-            "--logits",
-            s(&logits3),
-        ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let err = rel(&read_npy(&logits3), &want);
+        let err = rel(&predict(&half), &want);
         assert!(err < 7e-3, "{weights}: f16 deploy predict {err:.2e}");
     }
 }
